@@ -1,0 +1,236 @@
+//! The server's conflict checks (`fields`, `record`, `lww`), as a pure function of a mutation and
+//! the record's stored state, so every server store decides exactly alike.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Code;
+use crate::hlc::Hlc;
+use crate::model::{CheckMode, Fields, Op, Version, json_size};
+use crate::wire::{Accepted, ConflictOutcome, Limits, Mutation, OpOutcome, Rejected, ServerState};
+
+/// Per-field metadata the server keeps: the version that last changed the field and its HLC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMeta {
+    /// The record version that last changed this field.
+    pub v: Version,
+    /// The HLC of the write that set it.
+    pub hlc: Hlc,
+}
+
+/// A record as the server stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// The entity.
+    pub entity: String,
+    /// The record id.
+    pub record_id: String,
+    /// +1 per change.
+    pub version: Version,
+    /// The current fields.
+    pub fields: Fields,
+    /// Per-field metadata, kept for removed fields too.
+    pub meta: BTreeMap<String, FieldMeta>,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The HLC of the delete, for a tombstone.
+    pub deleted_hlc: Option<Hlc>,
+}
+
+impl StoredRecord {
+    /// The state a client sees.
+    pub fn state(&self) -> ServerState {
+        ServerState { version: self.version, fields: self.fields.clone(), deleted: self.deleted }
+    }
+
+    /// Fields changed after `base`, sorted.
+    fn changed_since(&self, base: Version) -> Vec<String> {
+        self.meta.iter().filter(|(_, m)| m.v > base).map(|(k, _)| k.clone()).collect()
+    }
+
+    fn max_hlc(&self) -> Option<&Hlc> {
+        self.meta.values().map(|m| &m.hlc).chain(self.deleted_hlc.as_ref()).max()
+    }
+}
+
+/// What to do with one mutation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Write this new state of the record (its version already +1), then answer accepted.
+    Apply(StoredRecord),
+    /// Change nothing and answer this outcome.
+    Answer(OpOutcome),
+}
+
+impl Decision {
+    /// Whether the outcome should be stored under the op id: everything but retryable rejections.
+    pub fn outcome_is_final(outcome: &OpOutcome) -> bool {
+        !matches!(outcome, OpOutcome::Rejected(r) if r.retryable)
+    }
+}
+
+/// Decides one mutation against the record's current state (`None`: never existed).
+pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> Decision {
+    let accepted = |version| {
+        Decision::Answer(OpOutcome::Accepted(Accepted {
+            op_id: m.op_id,
+            entity: m.entity.clone(),
+            record_id: m.record_id.clone(),
+            version,
+        }))
+    };
+    let reject = |code: Code, message: &str| {
+        Decision::Answer(OpOutcome::Rejected(Rejected {
+            op_id: m.op_id,
+            code,
+            message: message.to_owned(),
+            retryable: false,
+        }))
+    };
+    let conflict = |rec: &StoredRecord, mut fields: Vec<String>| {
+        fields.sort();
+        fields.dedup();
+        Decision::Answer(OpOutcome::Conflict(ConflictOutcome {
+            op_id: m.op_id,
+            entity: m.entity.clone(),
+            record_id: m.record_id.clone(),
+            fields,
+            server: rec.state(),
+        }))
+    };
+
+    let Some(cur) = current else {
+        return match m.op {
+            Op::Create => {
+                let mut rec = StoredRecord {
+                    entity: m.entity.clone(),
+                    record_id: m.record_id.clone(),
+                    version: 0,
+                    fields: Fields::new(),
+                    meta: BTreeMap::new(),
+                    deleted: false,
+                    deleted_hlc: None,
+                };
+                let keys: Vec<String> = m.patch.keys().cloned().collect();
+                finish(&mut rec, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+            }
+            Op::Update | Op::Delete => reject(Code::NotFound, "the record does not exist"),
+        };
+    };
+
+    if m.base_version > cur.version {
+        return reject(Code::InvalidRequest, "base_version is newer than the server's version of the record");
+    }
+    if cur.deleted {
+        return match m.op {
+            Op::Delete => accepted(cur.version),
+            Op::Create | Op::Update => conflict(cur, m.patch.keys().cloned().collect()),
+        };
+    }
+
+    let mut next = cur.clone();
+    match (m.op, m.check) {
+        (Op::Create, CheckMode::Lww) | (Op::Update, CheckMode::Lww) => {
+            let keys: Vec<String> = m
+                .patch
+                .keys()
+                .filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc))
+                .cloned()
+                .collect();
+            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+        }
+        (Op::Create, _) => {
+            let differing = m.patch.keys().filter(|k| cur.fields.get(*k) != m.patch.get(*k)).cloned();
+            conflict(cur, differing.chain(cur.fields.keys().cloned()).collect())
+        }
+        (Op::Update, CheckMode::Fields) => {
+            let conflicting: Vec<String> = m
+                .patch
+                .iter()
+                .filter(|(k, v)| {
+                    cur.meta.get(*k).is_some_and(|meta| meta.v > m.base_version)
+                        && cur.fields.get(*k).unwrap_or(&serde_json::Value::Null) != *v
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !conflicting.is_empty() {
+                return conflict(cur, conflicting);
+            }
+            let keys: Vec<String> = m.patch.keys().cloned().collect();
+            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+        }
+        (Op::Update, CheckMode::Record) => {
+            if cur.version != m.base_version {
+                return conflict(cur, cur.changed_since(m.base_version));
+            }
+            let keys: Vec<String> = m.patch.keys().cloned().collect();
+            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+        }
+        (Op::Delete, CheckMode::Lww) => {
+            if cur.max_hlc().is_some_and(|h| *h > m.hlc) {
+                return accepted(cur.version);
+            }
+            Decision::Apply(tombstone(next, m))
+        }
+        (Op::Delete, _) => {
+            if cur.version != m.base_version {
+                return conflict(cur, cur.changed_since(m.base_version));
+            }
+            Decision::Apply(tombstone(next, m))
+        }
+    }
+}
+
+const TOO_LARGE: &str = "the record's fields would exceed the server's size limit";
+
+/// Applies the patch's `keys` to `rec`; `None` if the result is too large. A patch that changes
+/// nothing is accepted at the current version.
+fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Option<Decision> {
+    let version = rec.version + 1;
+    let mut changed = false;
+    for k in keys {
+        let v = &m.patch[k];
+        let differs = match rec.fields.get(k) {
+            Some(cur) => cur != v,
+            None => !v.is_null(),
+        };
+        if !differs {
+            continue;
+        }
+        changed = true;
+        if v.is_null() {
+            rec.fields.remove(k);
+        } else {
+            rec.fields.insert(k.clone(), v.clone());
+        }
+        rec.meta.insert(k.clone(), FieldMeta { v: version, hlc: m.hlc.clone() });
+    }
+    if !changed && rec.version > 0 {
+        return Some(Decision::Answer(OpOutcome::Accepted(Accepted {
+            op_id: m.op_id,
+            entity: m.entity.clone(),
+            record_id: m.record_id.clone(),
+            version: rec.version,
+        })));
+    }
+    if json_size(&rec.fields) > limits.max_record_bytes {
+        return None;
+    }
+    rec.version = version;
+    Some(Decision::Apply(rec.clone()))
+}
+
+fn tombstone(mut rec: StoredRecord, m: &Mutation) -> StoredRecord {
+    rec.version += 1;
+    for k in rec.fields.keys() {
+        rec.meta.insert(k.clone(), FieldMeta { v: rec.version, hlc: m.hlc.clone() });
+    }
+    rec.fields.clear();
+    rec.deleted = true;
+    rec.deleted_hlc = Some(m.hlc.clone());
+    rec
+}
+
+#[cfg(test)]
+mod tests;

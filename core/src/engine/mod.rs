@@ -1,0 +1,229 @@
+//! The client engine: local reads and writes on the device store, sync cycles, status.
+
+mod resolve;
+mod status;
+mod sync;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tokio::sync::watch;
+
+pub use resolve::Choice;
+pub use status::{Phase, RecordState, RecordView, StatusError, SyncReport, SyncStatus};
+
+use crate::api::SyncApi;
+use crate::error::{Error, Result};
+use crate::hlc::{Clock, HlcClock, SystemClock};
+use crate::policy::{MergePolicy, ReviewPolicy};
+use crate::store::{ConflictRecord, LocalStore, Summary};
+
+/// Tunables of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most ops in one push batch (one op per record per batch).
+    pub batch_size: usize,
+    /// Page size of a pull.
+    pub pull_limit: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { batch_size: 50, pull_limit: 500 }
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Box<dyn LocalStore>,
+    api: Option<Arc<dyn SyncApi>>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    policies: HashMap<String, Arc<dyn MergePolicy>>,
+    default_policy: Arc<dyn MergePolicy>,
+}
+
+impl EngineBuilder {
+    /// The sync API to push to and pull from (a transport client, or the service in-process).
+    pub fn api(mut self, api: Arc<dyn SyncApi>) -> Self {
+        self.api = Some(api);
+        self
+    }
+
+    /// The wall clock (tests and simulations pass their own).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Tunables.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers the merge policy of an entity type.
+    pub fn policy(mut self, entity: &str, policy: Arc<dyn MergePolicy>) -> Self {
+        self.policies.insert(entity.to_owned(), policy);
+        self
+    }
+
+    /// The policy for entities without one of their own (default: every conflict open for review).
+    pub fn default_policy(mut self, policy: Arc<dyn MergePolicy>) -> Self {
+        self.default_policy = policy;
+        self
+    }
+
+    /// Opens the engine: reads the device state and the outbox counts.
+    pub fn build(self) -> Result<Engine> {
+        if self.config.batch_size == 0 || self.config.pull_limit == 0 {
+            return Err(Error::InvalidInput("batch_size and pull_limit must be at least 1".into()));
+        }
+        let device = self.store.device_state()?;
+        let last = [device.hlc.clone(), self.store.max_outbox_hlc()?].into_iter().flatten().max();
+        let hlc = HlcClock::new(&device.device_id, last);
+        let summary = self.store.summary()?;
+        let status = SyncStatus {
+            phase: Phase::Idle,
+            pending: summary.pending,
+            failed: summary.failed,
+            oldest_pending_ms: summary.oldest_pending_ms,
+            open_conflicts: summary.open_conflicts,
+            last_success_ms: device.last_success_ms,
+            last_error: None,
+        };
+        let (status_tx, _) = watch::channel(status);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State { store: self.store, hlc, summary }),
+                api: self.api,
+                clock: self.clock,
+                device_id: device.device_id,
+                policies: RwLock::new(self.policies),
+                default_policy: self.default_policy,
+                status: status_tx,
+                cycle: tokio::sync::Mutex::new(()),
+                config: self.config,
+            }),
+        })
+    }
+}
+
+/// The client engine. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    api: Option<Arc<dyn SyncApi>>,
+    clock: Arc<dyn Clock>,
+    device_id: String,
+    policies: RwLock<HashMap<String, Arc<dyn MergePolicy>>>,
+    default_policy: Arc<dyn MergePolicy>,
+    status: watch::Sender<SyncStatus>,
+    cycle: tokio::sync::Mutex<()>,
+    config: EngineConfig,
+}
+
+struct State {
+    store: Box<dyn LocalStore>,
+    hlc: HlcClock,
+    summary: Summary,
+}
+
+impl Engine {
+    /// Starts building an engine over a local store.
+    pub fn builder(store: Box<dyn LocalStore>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            api: None,
+            clock: Arc::new(SystemClock),
+            config: EngineConfig::default(),
+            policies: HashMap::new(),
+            default_policy: Arc::new(ReviewPolicy),
+        }
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// Registers (or replaces) the merge policy of an entity type.
+    pub fn register_policy(&self, entity: &str, policy: Arc<dyn MergePolicy>) {
+        let mut map = self.inner.policies.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(entity.to_owned(), policy);
+    }
+
+    fn policy_for(&self, entity: &str) -> Arc<dyn MergePolicy> {
+        let map = self.inner.policies.read().unwrap_or_else(|e| e.into_inner());
+        map.get(entity).cloned().unwrap_or_else(|| self.inner.default_policy.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One record as the app sees it (also a deleted one, with `deleted` set).
+    pub fn get(&self, entity: &str, record_id: &str) -> Result<Option<RecordView>> {
+        Ok(self.lock().store.record(entity, record_id)?.as_ref().map(RecordView::from))
+    }
+
+    /// The records of an entity the app sees (not deleted), ordered by record id.
+    pub fn list(&self, entity: &str) -> Result<Vec<RecordView>> {
+        Ok(self.lock().store.list(entity)?.iter().map(RecordView::from).collect())
+    }
+
+    /// Conflicts waiting for the user.
+    pub fn conflicts(&self) -> Result<Vec<ConflictRecord>> {
+        self.lock().store.conflicts(true)
+    }
+
+    /// The conflict journal: every settled conflict, with its outcome and losing values.
+    pub fn journal(&self) -> Result<Vec<ConflictRecord>> {
+        self.lock().store.conflicts(false)
+    }
+
+    /// The current sync status.
+    pub fn status(&self) -> SyncStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// A stream of status changes for the UI.
+    pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
+        self.inner.status.subscribe()
+    }
+
+    /// Refreshes the counts from the store and publishes them.
+    fn refresh_summary(&self) -> Result<()> {
+        let summary = {
+            let mut st = self.lock();
+            st.summary = st.store.summary()?;
+            st.summary
+        };
+        self.publish(summary);
+        Ok(())
+    }
+
+    fn publish(&self, s: Summary) {
+        self.inner.status.send_if_modified(|status| {
+            let before = status.clone();
+            status.pending = s.pending;
+            status.failed = s.failed;
+            status.oldest_pending_ms = s.oldest_pending_ms;
+            status.open_conflicts = s.open_conflicts;
+            *status != before
+        });
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.phase != phase;
+            s.phase = phase;
+            changed
+        });
+    }
+}

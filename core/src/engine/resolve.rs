@@ -1,0 +1,193 @@
+//! Conflicts: settled by the entity's policy when they arise, or later by the user's choice.
+//! Every settlement leaves a journal row with the losing values.
+
+use super::Engine;
+use super::write::{derive_view, enqueue};
+use crate::error::{Error, Result};
+use crate::hlc::HlcClock;
+use crate::model::{CheckMode, Fields, Op, diff, effective_patch, merge_patches};
+use crate::policy::{MergeInput, MergePolicy, Resolution};
+use crate::store::{ConflictRecord, LocalRecord, OpState, OutboxOp, StoreTx};
+use crate::wire::ConflictOutcome;
+
+/// The user's decision on an open conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// Keep the server's state; the local values go to the journal.
+    AcceptServer,
+    /// Send the local intent again, on the server's current version.
+    KeepLocal,
+    /// Write these fields, on the server's current version.
+    Merged(Fields),
+}
+
+impl Engine {
+    /// Settles an open conflict. A settlement that changes the record becomes a new outbox op
+    /// (new op id) based on the server version the conflict saw.
+    pub fn resolve(&self, conflict_id: i64, choice: Choice) -> Result<()> {
+        let now = self.inner.clock.now_ms();
+        let mut guard = self.lock();
+        let super::State { store, hlc, .. } = &mut *guard;
+        store.transact(&mut |tx| {
+            let mut conflict = tx
+                .conflict(conflict_id)?
+                .filter(ConflictRecord::is_open)
+                .ok_or_else(|| Error::InvalidInput(format!("no open conflict with id {conflict_id}")))?;
+            let Some(mut rec) = tx.record(&conflict.entity, &conflict.record_id)? else {
+                return Err(Error::Fatal("a conflict without its record".into()));
+            };
+            let check = self.policy_for(&conflict.entity).check_mode();
+            let resolution = match &choice {
+                Choice::AcceptServer => Resolution::TakeServer,
+                Choice::KeepLocal => Resolution::TakeLocal,
+                Choice::Merged(f) => Resolution::Merged { fields: f.clone(), notice: "merged by the user".into() },
+            };
+            rec.conflicts = rec.conflicts.saturating_sub(1);
+            if !apply_resolution(tx, &mut rec, &mut conflict, resolution, hlc, check, now)? {
+                return Err(Error::InvalidInput(conflict.reason.clone()));
+            }
+            tx.update_conflict(&conflict)?;
+            let ops = tx.record_ops(&rec.entity, &rec.record_id)?;
+            derive_view(&mut rec, &ops);
+            tx.put_record(&rec)
+        })?;
+        drop(guard);
+        self.refresh_summary()
+    }
+}
+
+/// Handles a conflict answered by the server: folds the record's later ops into the local
+/// intent, takes the server's state as confirmed, asks the policy, and records the outcome.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn settle_conflict(
+    tx: &mut dyn StoreTx,
+    rec: &mut LocalRecord,
+    op: &OutboxOp,
+    c: &ConflictOutcome,
+    policy: &dyn MergePolicy,
+    hlc: &mut HlcClock,
+    now: u64,
+    trace_id: &str,
+) -> Result<()> {
+    let mut kind = op.op;
+    let mut local = op.patch.clone();
+    for later in tx.record_ops(&op.entity, &op.record_id)? {
+        if later.state == OpState::Failed {
+            rec.failed = rec.failed.saturating_sub(1);
+        }
+        if later.op == Op::Delete {
+            kind = Op::Delete;
+            local.clear();
+        } else {
+            merge_patches(&mut local, &later.patch);
+            if kind == Op::Delete {
+                kind = Op::Update;
+            }
+        }
+        tx.remove_op(later.seq)?;
+        rec.pending -= 1;
+    }
+    let base = rec.server_fields.clone();
+    if c.server.version >= rec.server_version {
+        rec.server_version = c.server.version;
+        rec.server_fields = c.server.fields.clone();
+        rec.server_deleted = c.server.deleted;
+    }
+    let resolution = policy.resolve(&MergeInput {
+        entity: &op.entity,
+        record_id: &op.record_id,
+        base: &base,
+        local: &local,
+        server: &rec.server_fields,
+        server_version: rec.server_version,
+        server_deleted: rec.server_deleted,
+        conflicting: &c.fields,
+    });
+    let mut conflict = ConflictRecord {
+        id: 0,
+        entity: op.entity.clone(),
+        record_id: op.record_id.clone(),
+        op_id: op.op_id,
+        op: kind,
+        base,
+        local,
+        server: rec.server_fields.clone(),
+        server_version: rec.server_version,
+        server_deleted: rec.server_deleted,
+        fields: c.fields.clone(),
+        policy: policy.name().to_owned(),
+        outcome: "open".into(),
+        losing: Fields::new(),
+        reason: String::new(),
+        created_ms: now,
+        resolved_ms: None,
+        trace_id: trace_id.to_owned(),
+    };
+    if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, policy.check_mode(), now)? {
+        rec.conflicts += 1;
+    }
+    tx.insert_conflict(&conflict)?;
+    let ops = tx.record_ops(&op.entity, &op.record_id)?;
+    derive_view(rec, &ops);
+    Ok(())
+}
+
+/// Carries out a resolution on `conflict`. Returns `false` (and leaves the conflict open with a
+/// reason) when it needs the user.
+fn apply_resolution(
+    tx: &mut dyn StoreTx,
+    rec: &mut LocalRecord,
+    conflict: &mut ConflictRecord,
+    resolution: Resolution,
+    hlc: &mut HlcClock,
+    check: CheckMode,
+    now: u64,
+) -> Result<bool> {
+    let server = rec.server_fields.clone();
+    let (outcome, losing) = match resolution {
+        Resolution::NeedsReview { reason } => {
+            conflict.reason = reason;
+            return Ok(false);
+        }
+        Resolution::TakeServer => ("take_server", conflict.local.clone()),
+        Resolution::TakeLocal if conflict.op == Op::Delete => {
+            if !rec.server_deleted {
+                enqueue(tx, rec, Op::Delete, Fields::new(), &hlc.tick(now), check, now)?;
+            }
+            ("take_local", server)
+        }
+        Resolution::TakeLocal | Resolution::Merged { .. } if rec.server_deleted => {
+            conflict.reason = "the record was deleted on the server; accept the deletion (the local values \
+                               stay in the journal) or create a new record"
+                .into();
+            return Ok(false);
+        }
+        Resolution::TakeLocal => {
+            let patch = effective_patch(&server, &conflict.local);
+            let lost = patch.keys().filter_map(|k| server.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            if !patch.is_empty() {
+                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now)?;
+            }
+            ("take_local", lost)
+        }
+        Resolution::Merged { fields, notice } => {
+            let lost = conflict
+                .local
+                .iter()
+                .chain(server.iter())
+                .filter(|(k, v)| fields.get(*k) != Some(*v) && !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let patch = diff(&server, &fields);
+            if !patch.is_empty() {
+                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now)?;
+            }
+            conflict.reason = notice;
+            ("merged", lost)
+        }
+    };
+    conflict.outcome = outcome.to_owned();
+    conflict.losing = losing;
+    conflict.resolved_ms = Some(now);
+    Ok(true)
+}

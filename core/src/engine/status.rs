@@ -1,0 +1,140 @@
+//! What the UI reads: the overall sync status and each record's state.
+
+use serde::Serialize;
+
+use crate::error::ErrorClass;
+use crate::model::{Fields, Version};
+use crate::store::LocalRecord;
+
+/// What the sync worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// Nothing running.
+    Idle,
+    /// A sync cycle is running.
+    Syncing,
+    /// The last cycle could not reach the server.
+    Offline,
+    /// Waiting before the next attempt.
+    BackingOff {
+        /// Until when (Unix ms).
+        until_ms: u64,
+    },
+    /// The server refused the token; the app must sign in again. Nothing is dropped.
+    NeedsAuth,
+    /// The last cycle stopped on an error that retrying will not fix.
+    Failed,
+}
+
+/// The last error of a sync cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusError {
+    /// The stable code, when the server gave one.
+    pub code: Option<String>,
+    /// What happened (never record contents).
+    pub message: String,
+    /// How it is treated.
+    pub class: ErrorClass,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// The overall sync status, as the watch stream carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncStatus {
+    /// What the worker is doing.
+    #[serde(flatten)]
+    pub phase: Phase,
+    /// Ops not yet acknowledged by the server.
+    pub pending: u64,
+    /// Ops the server refused for good; they wait for the user.
+    pub failed: u64,
+    /// When the oldest unacknowledged op was written (Unix ms).
+    pub oldest_pending_ms: Option<u64>,
+    /// Conflicts waiting for the user.
+    pub open_conflicts: u64,
+    /// When a sync cycle last completed (Unix ms).
+    pub last_success_ms: Option<u64>,
+    /// The last cycle's error, cleared by a successful cycle.
+    pub last_error: Option<StatusError>,
+}
+
+impl SyncStatus {
+    /// How long the oldest pending op has waited, at `now_ms`.
+    pub fn oldest_pending_age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.oldest_pending_ms.map(|t| now_ms.saturating_sub(t))
+    }
+}
+
+/// A record's sync state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// The view equals the server's state.
+    Synced,
+    /// Local changes wait to be acknowledged.
+    Pending,
+    /// A conflict waits for the user.
+    Conflict,
+    /// An op was refused for good and waits for the user.
+    Failed,
+}
+
+/// A record as the app sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordView {
+    /// The entity.
+    pub entity: String,
+    /// The record id.
+    pub record_id: String,
+    /// The fields, with pending local changes applied.
+    pub fields: Fields,
+    /// The last confirmed server version (0: not on the server yet).
+    pub version: Version,
+    /// Whether the record is deleted (locally or on the server).
+    pub deleted: bool,
+    /// Its sync state.
+    pub state: RecordState,
+}
+
+impl From<&LocalRecord> for RecordView {
+    fn from(r: &LocalRecord) -> RecordView {
+        let state = if r.failed > 0 {
+            RecordState::Failed
+        } else if r.conflicts > 0 {
+            RecordState::Conflict
+        } else if r.pending > 0 {
+            RecordState::Pending
+        } else {
+            RecordState::Synced
+        };
+        RecordView {
+            entity: r.entity.clone(),
+            record_id: r.record_id.clone(),
+            fields: r.fields.clone(),
+            version: r.server_version,
+            deleted: r.deleted,
+            state,
+        }
+    }
+}
+
+/// What one sync cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// The cycle's trace id.
+    pub trace_id: String,
+    /// Batches sent (including resends).
+    pub batches: u64,
+    /// Ops acknowledged as applied.
+    pub accepted: u64,
+    /// Ops that conflicted.
+    pub conflicts: u64,
+    /// Ops refused for good.
+    pub rejected: u64,
+    /// Records received from the change feed.
+    pub pulled: u64,
+    /// Pages of the change feed.
+    pub pages: u64,
+}

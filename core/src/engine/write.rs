@@ -1,0 +1,221 @@
+//! Local writes: each is one store transaction (record view + outbox row), with no network.
+
+use uuid::Uuid;
+
+use super::{Engine, RecordView};
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::model::{
+    CheckMode, Fields, Op, apply_patch, diff, effective_patch, json_size, merge_patches, new_record_id,
+    validate_entity, validate_record_id,
+};
+use crate::store::{LocalRecord, OpState, OutboxOp, StoreTx};
+
+/// The largest record the engine writes locally: the server's default limit, so a write that
+/// would surely be refused fails at once instead.
+pub(crate) const MAX_RECORD_BYTES: usize = 256 << 10;
+
+enum Intent<'a> {
+    Put(&'a Fields),
+    Patch(&'a Fields),
+    Delete,
+}
+
+impl Engine {
+    /// Creates a record with a new id (a UUIDv7) and returns it.
+    pub fn create(&self, entity: &str, fields: Fields) -> Result<RecordView> {
+        self.put(entity, &new_record_id(), fields)
+    }
+
+    /// Sets a record to exactly `fields`: creates it if absent, otherwise records the difference.
+    pub fn put(&self, entity: &str, record_id: &str, fields: Fields) -> Result<RecordView> {
+        self.write(entity, record_id, Intent::Put(&fields)).and_then(|v| v.ok_or_else(|| Error::Fatal("a put left no record".into())))
+    }
+
+    /// Changes only the fields in `patch` (`null` removes a field); the record must exist.
+    pub fn patch(&self, entity: &str, record_id: &str, patch: Fields) -> Result<RecordView> {
+        self.write(entity, record_id, Intent::Patch(&patch)).and_then(|v| v.ok_or_else(|| Error::Fatal("a patch left no record".into())))
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, entity: &str, record_id: &str) -> Result<()> {
+        self.write(entity, record_id, Intent::Delete).map(|_| ())
+    }
+
+    fn write(&self, entity: &str, record_id: &str, intent: Intent<'_>) -> Result<Option<RecordView>> {
+        validate_entity(entity)?;
+        validate_record_id(record_id)?;
+        if let Intent::Put(f) | Intent::Patch(f) = intent
+            && let Some(k) = f.keys().find(|k| k.is_empty() || k.len() > 256)
+        {
+            return Err(Error::InvalidInput(format!("a field name is 1-256 bytes (got {} bytes)", k.len())));
+        }
+        let check = self.policy_for(entity).check_mode();
+        let now = self.inner.clock.now_ms();
+        let mut st = self.lock();
+        let hlc = st.hlc.tick(now);
+        let mut out = None;
+        let mut delta = 0i64;
+        st.store.transact(&mut |tx| {
+            delta = 0;
+            let existing = tx.record(entity, record_id)?;
+            let (op, patch, mut rec) = match (&intent, existing) {
+                (Intent::Put(f), None) => (Op::Create, strip_nulls(f), new_local(entity, record_id)),
+                (Intent::Put(f), Some(r)) if !r.deleted => (Op::Update, diff(&r.fields, f), r),
+                (Intent::Patch(p), Some(r)) if !r.deleted => (Op::Update, effective_patch(&r.fields, p), r),
+                (Intent::Delete, Some(r)) if !r.deleted => (Op::Delete, Fields::new(), r),
+                (Intent::Put(_), Some(_)) => {
+                    return Err(Error::InvalidInput(format!(
+                        "{entity}/{record_id} was deleted; create a new record instead"
+                    )));
+                }
+                _ => return Err(Error::NotFound { entity: entity.into(), record_id: record_id.into() }),
+            };
+            if op == Op::Update && patch.is_empty() {
+                out = Some(RecordView::from(&rec));
+                return Ok(());
+            }
+            if op == Op::Delete {
+                rec.deleted = true;
+                rec.fields.clear();
+            } else {
+                apply_patch(&mut rec.fields, &patch);
+                if json_size(&rec.fields) > MAX_RECORD_BYTES {
+                    return Err(Error::InvalidInput(format!(
+                        "the record would be over {MAX_RECORD_BYTES} bytes as JSON"
+                    )));
+                }
+            }
+            let before = rec.pending;
+            if !enqueue(tx, &mut rec, op, patch, &hlc, check, now)? {
+                out = None;
+                delta = -1;
+                return Ok(());
+            }
+            delta = i64::from(rec.pending) - i64::from(before);
+            out = Some(RecordView::from(&rec));
+            tx.put_record(&rec)
+        })?;
+        st.summary.pending = st.summary.pending.saturating_add_signed(delta);
+        if st.summary.pending == 0 {
+            st.summary.oldest_pending_ms = None;
+        } else if st.summary.oldest_pending_ms.is_none() {
+            st.summary.oldest_pending_ms = Some(now);
+        }
+        let summary = st.summary;
+        drop(st);
+        self.publish(summary);
+        Ok(out)
+    }
+}
+
+fn strip_nulls(f: &Fields) -> Fields {
+    f.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub(super) fn new_local(entity: &str, record_id: &str) -> LocalRecord {
+    LocalRecord {
+        entity: entity.to_owned(),
+        record_id: record_id.to_owned(),
+        server_version: 0,
+        server_fields: Fields::new(),
+        server_deleted: false,
+        fields: Fields::new(),
+        deleted: false,
+        pending: 0,
+        conflicts: 0,
+        failed: 0,
+    }
+}
+
+/// Adds an op for `rec` to the outbox, folding it into the record's last op when that one has
+/// not been sent yet. Updates `rec.pending`; the caller writes `rec`. Returns `false` when a
+/// create and a delete cancelled out and the record, never sent, was removed.
+pub(super) fn enqueue(
+    tx: &mut dyn StoreTx,
+    rec: &mut LocalRecord,
+    op: Op,
+    patch: Fields,
+    hlc: &Hlc,
+    check: CheckMode,
+    now_ms: u64,
+) -> Result<bool> {
+    if rec.pending > 0
+        && let Some(mut last) = tx.record_ops(&rec.entity, &rec.record_id)?.pop()
+        && last.state == OpState::Pending
+        && last.batch_id.is_none()
+    {
+        match (last.op, op) {
+            (Op::Create, Op::Update) => {
+                apply_patch(&mut last.patch, &patch);
+            }
+            (Op::Update, Op::Update) => merge_patches(&mut last.patch, &patch),
+            (Op::Update, Op::Delete) => {
+                last.op = Op::Delete;
+                last.patch.clear();
+            }
+            (Op::Create, Op::Delete) => {
+                tx.remove_op(last.seq)?;
+                rec.pending -= 1;
+                if rec.pending == 0 && rec.server_version == 0 && rec.conflicts == 0 && rec.failed == 0 {
+                    tx.remove_record(&rec.entity, &rec.record_id)?;
+                    return Ok(false);
+                }
+                return Ok(true);
+            }
+            _ => return append(tx, rec, op, patch, hlc, check, now_ms).map(|_| true),
+        }
+        last.hlc = hlc.clone();
+        last.check = check;
+        tx.update_op(&last)?;
+        return Ok(true);
+    }
+    append(tx, rec, op, patch, hlc, check, now_ms).map(|_| true)
+}
+
+fn append(
+    tx: &mut dyn StoreTx,
+    rec: &mut LocalRecord,
+    op: Op,
+    patch: Fields,
+    hlc: &Hlc,
+    check: CheckMode,
+    now_ms: u64,
+) -> Result<()> {
+    tx.insert_op(&OutboxOp {
+        seq: 0,
+        op_id: Uuid::now_v7(),
+        entity: rec.entity.clone(),
+        record_id: rec.record_id.clone(),
+        op,
+        patch,
+        base_version: rec.server_version,
+        hlc: hlc.clone(),
+        check,
+        state: OpState::Pending,
+        batch_id: None,
+        attempts: 0,
+        last_error: None,
+        created_ms: now_ms,
+    })?;
+    rec.pending += 1;
+    Ok(())
+}
+
+/// Re-derives the view: the confirmed server state with the record's outbox ops applied in order.
+pub(super) fn derive_view(rec: &mut LocalRecord, ops: &[OutboxOp]) {
+    rec.fields = rec.server_fields.clone();
+    rec.deleted = rec.server_deleted;
+    for op in ops {
+        match op.op {
+            Op::Create | Op::Update => {
+                apply_patch(&mut rec.fields, &op.patch);
+                rec.deleted = false;
+            }
+            Op::Delete => {
+                rec.fields.clear();
+                rec.deleted = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Errors of the core crate, classified so the sync worker knows whether to retry, refresh, or stop.
+
+use std::time::Duration;
+
+/// A stable error code, as it appears in the wire contract's problem+json `code` member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The request's shape is wrong (type, unknown field, bad value).
+    InvalidRequest,
+    /// Missing or invalid bearer token.
+    Unauthorized,
+    /// The bearer token has expired.
+    TokenExpired,
+    /// A push without an `Idempotency-Key`.
+    IdempotencyKeyMissing,
+    /// The `Idempotency-Key` was used before with another body.
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still running.
+    IdempotencyKeyInFlight,
+    /// More mutations in one batch than the server allows.
+    BatchTooLarge,
+    /// A request body over the server's limit.
+    BodyTooLarge,
+    /// A record's fields over the server's limit after the patch (per op).
+    RecordTooLarge,
+    /// The record (or route) does not exist in the caller's tenant.
+    NotFound,
+    /// The pull cursor is older than the server's retention horizon.
+    CursorExpired,
+    /// Too many requests; retry after the given delay.
+    RateLimited,
+    /// The server cannot serve now; retry after the given delay.
+    Unavailable,
+    /// A server-side failure that is not the client's fault.
+    Internal,
+}
+
+impl Code {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidRequest => "invalid_request",
+            Code::Unauthorized => "unauthorized",
+            Code::TokenExpired => "token_expired",
+            Code::IdempotencyKeyMissing => "idempotency_key_missing",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Code::BatchTooLarge => "batch_too_large",
+            Code::BodyTooLarge => "body_too_large",
+            Code::RecordTooLarge => "record_too_large",
+            Code::NotFound => "not_found",
+            Code::CursorExpired => "cursor_expired",
+            Code::RateLimited => "rate_limited",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal",
+        }
+    }
+
+    /// Parses a wire code; unknown codes give `None`.
+    pub fn parse(s: &str) -> Option<Code> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    /// The HTTP status the wire contract gives this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::InvalidRequest | Code::IdempotencyKeyMissing => 400,
+            Code::Unauthorized | Code::TokenExpired => 401,
+            Code::NotFound => 404,
+            Code::IdempotencyKeyInFlight => 409,
+            Code::CursorExpired => 410,
+            Code::BatchTooLarge | Code::BodyTooLarge => 413,
+            Code::IdempotencyKeyReused | Code::RecordTooLarge => 422,
+            Code::RateLimited => 429,
+            Code::Unavailable => 503,
+            Code::Internal => 500,
+        }
+    }
+
+    /// How a client should treat this code.
+    pub fn class(self) -> ErrorClass {
+        match self {
+            Code::Unauthorized | Code::TokenExpired => ErrorClass::Unauthorized,
+            Code::IdempotencyKeyInFlight | Code::RateLimited | Code::Unavailable | Code::Internal => {
+                ErrorClass::Retryable
+            }
+            _ => ErrorClass::Rejected,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the sync worker should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Try again later (offline, busy, rate limited, a passing server failure).
+    Retryable,
+    /// Get a fresh token, then resume.
+    Unauthorized,
+    /// The request itself is wrong; sending it again gives the same answer.
+    Rejected,
+    /// Something is broken on this side (corrupt store, bug); stop and report.
+    Fatal,
+}
+
+/// An error answered by the sync API (local or remote), with its stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct ApiError {
+    /// The stable code.
+    pub code: Code,
+    /// A human-readable explanation; never contains record contents.
+    pub detail: String,
+    /// When the caller may retry, for `rate_limited` and `unavailable`.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with a code and a detail.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        ApiError { code, detail: detail.into(), retry_after: None }
+    }
+
+    /// Shorthand for `invalid_request`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(Code::InvalidRequest, detail)
+    }
+
+    /// Adds a retry delay.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+/// The core error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The sync API answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The server could not be reached (connect failed, timed out, connection cut).
+    #[error("offline: {0}")]
+    Offline(String),
+    /// The local store failed.
+    #[error("local store: {detail}")]
+    Store {
+        /// What failed.
+        detail: String,
+        /// Whether trying again may succeed (busy, locked).
+        retryable: bool,
+    },
+    /// The caller passed something the engine cannot accept.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The record does not exist locally.
+    #[error("no such record: {entity}/{record_id}")]
+    NotFound {
+        /// The entity.
+        entity: String,
+        /// The record id.
+        record_id: String,
+    },
+    /// An answer the client cannot understand, or a broken invariant.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+impl Error {
+    /// How the sync worker should treat this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Api(e) => e.code.class(),
+            Error::Offline(_) => ErrorClass::Retryable,
+            Error::Store { retryable: true, .. } => ErrorClass::Retryable,
+            Error::Store { .. } | Error::Fatal(_) => ErrorClass::Fatal,
+            Error::InvalidInput(_) | Error::NotFound { .. } => ErrorClass::Rejected,
+        }
+    }
+
+    /// The API code, if the error came from the sync API.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// A store error that should not be retried.
+    pub fn store(detail: impl Into<String>) -> Self {
+        Error::Store { detail: detail.into(), retryable: false }
+    }
+}
+
+/// The core result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_classify() {
+        for code in [Code::InvalidRequest, Code::IdempotencyKeyInFlight, Code::TokenExpired, Code::CursorExpired] {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(Code::parse("nope"), None);
+        assert_eq!(Code::RateLimited.class(), ErrorClass::Retryable);
+        assert_eq!(Code::TokenExpired.class(), ErrorClass::Unauthorized);
+        assert_eq!(Code::NotFound.class(), ErrorClass::Rejected);
+        assert_eq!(Code::BodyTooLarge.http_status(), 413);
+        assert_eq!(Error::Offline("x".into()).class(), ErrorClass::Retryable);
+    }
+}

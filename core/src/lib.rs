@@ -1,0 +1,24 @@
+//! Converge core: the data model, the protocol and store traits, the conflict checks, and the
+//! client engine. No network, no SQL driver and no wasm runtime enter this crate.
+//!
+//! Features: `openapi` derives OpenAPI schemas for the wire types (used by `converge-http`).
+
+pub mod api;
+pub mod check;
+pub mod engine;
+pub mod error;
+pub mod hlc;
+pub mod model;
+pub mod policy;
+pub mod server_store;
+pub mod store;
+pub mod wire;
+
+pub use api::{Authenticator, Scope, SyncApi, Tenancy};
+pub use engine::{Choice, Engine, EngineBuilder, EngineConfig, Phase, RecordState, RecordView, SyncReport, SyncStatus};
+pub use error::{ApiError, Code, Error, ErrorClass, Result};
+pub use hlc::{Clock, Hlc, HlcClock, SystemClock};
+pub use model::{CheckMode, Fields, Op, Version};
+pub use policy::{MergeInput, MergePolicy, Resolution, ReviewPolicy};
+pub use store::{LocalStore, StoreRead, StoreTx};
+pub use wire::{Change, Limits, Mutation, PullRequest, PullResponse, PushBatch, PushRequest, PushResponse};

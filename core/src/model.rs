@@ -1,0 +1,201 @@
+//! The data model: entities, record ids, fields, operations and check modes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A record's fields: a JSON object.
+pub type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// A server record version: 0 means "not on the server", +1 per change.
+pub type Version = u64;
+
+/// The largest version or base_version the wire accepts (the largest integer JSON carries exactly).
+pub const MAX_VERSION: Version = (1 << 53) - 1;
+
+/// What a mutation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Make a new record with the patch as its fields (base_version 0).
+    Create,
+    /// Change the fields in the patch; a `null` removes a field.
+    Update,
+    /// Delete the record (a tombstone stays on the server).
+    Delete,
+}
+
+impl Op {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<Op> {
+        match s {
+            "create" => Ok(Op::Create),
+            "update" => Ok(Op::Update),
+            "delete" => Ok(Op::Delete),
+            _ => Err(Error::InvalidInput(format!("unknown op {s:?}"))),
+        }
+    }
+}
+
+/// How the server decides whether a mutation conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CheckMode {
+    /// Never a conflict: each field keeps the value with the highest HLC.
+    Lww,
+    /// Conflict only if a patched field changed on the server since base_version to another value.
+    #[default]
+    Fields,
+    /// Conflict on any change since base_version.
+    Record,
+}
+
+impl CheckMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckMode::Fields => "fields",
+            CheckMode::Record => "record",
+            CheckMode::Lww => "lww",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<CheckMode> {
+        match s {
+            "fields" => Ok(CheckMode::Fields),
+            "record" => Ok(CheckMode::Record),
+            "lww" => Ok(CheckMode::Lww),
+            _ => Err(Error::InvalidInput(format!("unknown check mode {s:?}"))),
+        }
+    }
+}
+
+/// Checks an entity name: 1 to 64 characters of `a-z A-Z 0-9 _ -`, starting with a letter.
+pub fn validate_entity(entity: &str) -> Result<()> {
+    let ok = !entity.is_empty()
+        && entity.len() <= 64
+        && entity.as_bytes()[0].is_ascii_alphabetic()
+        && entity.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "an entity name is 1-64 characters of a-z A-Z 0-9 _ -, starting with a letter".into(),
+        ))
+    }
+}
+
+/// Checks a record id: 1 to 128 characters of `a-z A-Z 0-9 . _ : -` (a UUIDv7 fits).
+pub fn validate_record_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput("a record id is 1-128 characters of a-z A-Z 0-9 . _ : -".into()))
+    }
+}
+
+/// A new record id: a UUIDv7, so ids made on different devices never collide and sort by time.
+pub fn new_record_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Applies a patch to fields: each key is set, and a `null` removes the key.
+pub fn apply_patch(fields: &mut Fields, patch: &Fields) {
+    for (k, v) in patch {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Folds a later patch into an earlier one (the later value wins, `null`s kept).
+pub fn merge_patches(earlier: &mut Fields, later: &Fields) {
+    for (k, v) in later {
+        earlier.insert(k.clone(), v.clone());
+    }
+}
+
+/// The patch that turns `from` into `to`: changed and new keys, and `null` for removed ones.
+pub fn diff(from: &Fields, to: &Fields) -> Fields {
+    let mut patch = Fields::new();
+    for (k, v) in to {
+        if from.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
+    for k in from.keys() {
+        if !to.contains_key(k) {
+            patch.insert(k.clone(), serde_json::Value::Null);
+        }
+    }
+    patch
+}
+
+/// Keeps only the keys of `patch` that would change `fields`.
+pub fn effective_patch(fields: &Fields, patch: &Fields) -> Fields {
+    patch
+        .iter()
+        .filter(|(k, v)| match fields.get(*k) {
+            Some(cur) => cur != *v,
+            None => !v.is_null(),
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The size of fields as compact JSON, the measure of the record size limit.
+pub fn json_size(fields: &Fields) -> usize {
+    serde_json::to_vec(fields).map(|v| v.len()).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: serde_json::Value) -> Fields {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn patches_set_remove_and_diff() {
+        let mut f = obj(json!({"a": 1, "b": 2}));
+        apply_patch(&mut f, &obj(json!({"a": 3, "b": null, "c": 4})));
+        assert_eq!(f, obj(json!({"a": 3, "c": 4})));
+        let d = diff(&obj(json!({"a": 1, "b": 2})), &obj(json!({"a": 1, "c": 5})));
+        assert_eq!(d, obj(json!({"b": null, "c": 5})));
+        let e = effective_patch(&obj(json!({"a": 1})), &obj(json!({"a": 1, "b": null, "c": 2})));
+        assert_eq!(e, obj(json!({"c": 2})));
+        let mut p = obj(json!({"a": 1, "b": 2}));
+        merge_patches(&mut p, &obj(json!({"b": null})));
+        assert_eq!(p, obj(json!({"a": 1, "b": null})));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_entity("notes").is_ok());
+        assert!(validate_entity("1notes").is_err());
+        assert!(validate_entity("").is_err());
+        assert!(validate_record_id(&new_record_id()).is_ok());
+        assert!(validate_record_id("a/b").is_err());
+        assert_eq!(Op::parse("create").unwrap(), Op::Create);
+        assert!(CheckMode::parse("strict").is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! `MergePolicy`: how a conflict is settled on the device, per entity type.
+
+use crate::model::{CheckMode, Fields, Version};
+
+/// What a policy sees of a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeInput<'a> {
+    /// The entity.
+    pub entity: &'a str,
+    /// The record id.
+    pub record_id: &'a str,
+    /// The confirmed server fields the local change was made on.
+    pub base: &'a Fields,
+    /// The local intent: the changed fields.
+    pub local: &'a Fields,
+    /// The server's fields now.
+    pub server: &'a Fields,
+    /// The server's version now.
+    pub server_version: Version,
+    /// Whether the server has the record deleted.
+    pub server_deleted: bool,
+    /// The fields the server reported in conflict.
+    pub conflicting: &'a [String],
+}
+
+/// A policy's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Send the local intent again, on the server's version.
+    TakeLocal,
+    /// Keep the server's state; the local values go to the journal.
+    TakeServer,
+    /// Write these fields, on the server's version; the notice is shown to the user.
+    Merged {
+        /// The merged fields.
+        fields: Fields,
+        /// A notice for the UI, e.g. "merged update".
+        notice: String,
+    },
+    /// Leave it open for the user to decide.
+    NeedsReview {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A merge policy: synchronous, pure and deterministic — the same input gives the same answer on
+/// every device.
+pub trait MergePolicy: Send + Sync {
+    /// The policy's name, as the journal records it.
+    fn name(&self) -> &str;
+    /// The check mode this policy's mutations carry.
+    fn check_mode(&self) -> CheckMode {
+        CheckMode::Fields
+    }
+    /// Settles a conflict.
+    fn resolve(&self, input: &MergeInput<'_>) -> Resolution;
+}
+
+/// The default policy: every conflict stays open for review by the user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReviewPolicy;
+
+impl MergePolicy for ReviewPolicy {
+    fn name(&self) -> &str {
+        "review"
+    }
+
+    fn resolve(&self, input: &MergeInput<'_>) -> Resolution {
+        Resolution::NeedsReview { reason: format!("{} field(s) changed on both sides", input.conflicting.len()) }
+    }
+}

@@ -1,0 +1,231 @@
+//! `LocalStore`: the device's records, outbox, sync state and conflicts, and the call contract a
+//! store implementation keeps. The engine holds the logic; a store only reads and writes rows.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::hlc::Hlc;
+use crate::model::{CheckMode, Fields, Op, Version};
+
+/// One record on the device: the last confirmed server state and the local view on top of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRecord {
+    /// The entity.
+    pub entity: String,
+    /// The record id.
+    pub record_id: String,
+    /// The last confirmed server version (0: not on the server yet).
+    pub server_version: Version,
+    /// The last confirmed server fields.
+    pub server_fields: Fields,
+    /// Whether the server has it deleted.
+    pub server_deleted: bool,
+    /// What the app sees: server state with pending ops applied.
+    pub fields: Fields,
+    /// Whether the app sees it deleted.
+    pub deleted: bool,
+    /// Outbox ops of this record (pending, in flight or failed).
+    pub pending: u32,
+    /// Open conflicts of this record.
+    pub conflicts: u32,
+    /// Failed ops of this record.
+    pub failed: u32,
+}
+
+/// Where an outbox op stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpState {
+    /// Waiting to be sent.
+    Pending,
+    /// Sent (or about to be) in the batch named by `batch_id`; resent with the same key.
+    InFlight,
+    /// Refused permanently; waits for the user, and holds later ops of its record back.
+    Failed,
+}
+
+impl OpState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Pending => "pending",
+            OpState::InFlight => "in_flight",
+            OpState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<OpState> {
+        match s {
+            "pending" => Some(OpState::Pending),
+            "in_flight" => Some(OpState::InFlight),
+            "failed" => Some(OpState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One pending mutation in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxOp {
+    /// Position in the outbox (assigned by the store on insert).
+    pub seq: i64,
+    /// The stable op id.
+    pub op_id: Uuid,
+    /// The entity.
+    pub entity: String,
+    /// The record id.
+    pub record_id: String,
+    /// create, update or delete.
+    pub op: Op,
+    /// The changed fields.
+    pub patch: Fields,
+    /// The server version the change was made on.
+    pub base_version: Version,
+    /// The write's HLC.
+    pub hlc: Hlc,
+    /// The check mode of the entity's policy.
+    pub check: CheckMode,
+    /// Where it stands.
+    pub state: OpState,
+    /// The batch (idempotency key) it was sent in.
+    pub batch_id: Option<String>,
+    /// Sends that ended without a final answer.
+    pub attempts: u32,
+    /// The last error, as code and message (never record contents).
+    pub last_error: Option<String>,
+    /// When it was written (Unix ms).
+    pub created_ms: u64,
+}
+
+/// A conflict: open until settled, then a journal entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConflictRecord {
+    /// Assigned by the store.
+    pub id: i64,
+    /// The entity.
+    pub entity: String,
+    /// The record id.
+    pub record_id: String,
+    /// The op that conflicted.
+    pub op_id: Uuid,
+    /// What the op did.
+    pub op: Op,
+    /// The confirmed server fields the op was made on (as the device knew them).
+    pub base: Fields,
+    /// The op's patch: the local intent.
+    pub local: Fields,
+    /// The server's fields at the conflict.
+    pub server: Fields,
+    /// The server's version at the conflict.
+    pub server_version: Version,
+    /// Whether the server had the record deleted.
+    pub server_deleted: bool,
+    /// The fields in conflict.
+    pub fields: Vec<String>,
+    /// The policy that handled it.
+    pub policy: String,
+    /// `open`, or how it was settled (`take_server`, `take_local`, `merged`).
+    pub outcome: String,
+    /// Values that lost, kept so nothing a user wrote disappears silently.
+    pub losing: Fields,
+    /// Why it needs review, or a notice for the UI.
+    pub reason: String,
+    /// When the conflict arose (Unix ms).
+    pub created_ms: u64,
+    /// When it was settled.
+    pub resolved_ms: Option<u64>,
+    /// The sync cycle it arose in.
+    pub trace_id: String,
+}
+
+impl ConflictRecord {
+    /// Whether it still waits for a decision.
+    pub fn is_open(&self) -> bool {
+        self.outcome == "open"
+    }
+}
+
+/// The device's sync state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceState {
+    /// This device's id (made when the store was created).
+    pub device_id: String,
+    /// The highest HLC persisted (monotonic across restarts together with the outbox's HLCs).
+    pub hlc: Option<Hlc>,
+    /// The pull cursor.
+    pub cursor: Option<String>,
+    /// When a sync cycle last completed (Unix ms).
+    pub last_success_ms: Option<u64>,
+    /// The last sync error, as code and message.
+    pub last_error: Option<String>,
+}
+
+/// Counts over the outbox and conflicts, for the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Ops pending or in flight.
+    pub pending: u64,
+    /// Ops failed.
+    pub failed: u64,
+    /// When the oldest pending op was written.
+    pub oldest_pending_ms: Option<u64>,
+    /// Open conflicts.
+    pub open_conflicts: u64,
+}
+
+/// Reads. Each call sees a consistent snapshot.
+pub trait StoreRead {
+    /// The device's sync state.
+    fn device_state(&self) -> Result<DeviceState>;
+    /// The highest HLC among outbox ops.
+    fn max_outbox_hlc(&self) -> Result<Option<Hlc>>;
+    /// One record, also a deleted one.
+    fn record(&self, entity: &str, record_id: &str) -> Result<Option<LocalRecord>>;
+    /// The records of an entity that the app sees (not deleted), ordered by record id.
+    fn list(&self, entity: &str) -> Result<Vec<LocalRecord>>;
+    /// The outbox ops of one record, in order.
+    fn record_ops(&self, entity: &str, record_id: &str) -> Result<Vec<OutboxOp>>;
+    /// The ops in flight, in order (those of the batch to resend).
+    fn in_flight(&self) -> Result<Vec<OutboxOp>>;
+    /// Up to `limit` pending ops that are the first outbox op of their record, in order.
+    fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>>;
+    /// Counts for the status.
+    fn summary(&self) -> Result<Summary>;
+    /// Conflicts: the open ones, or (journal) the settled ones, newest last.
+    fn conflicts(&self, open: bool) -> Result<Vec<ConflictRecord>>;
+    /// One conflict.
+    fn conflict(&self, id: i64) -> Result<Option<ConflictRecord>>;
+}
+
+/// Writes, inside one transaction.
+pub trait StoreTx: StoreRead {
+    /// Inserts or replaces a record.
+    fn put_record(&mut self, record: &LocalRecord) -> Result<()>;
+    /// Removes a record that never reached the server.
+    fn remove_record(&mut self, entity: &str, record_id: &str) -> Result<()>;
+    /// Appends an op; returns its seq.
+    fn insert_op(&mut self, op: &OutboxOp) -> Result<i64>;
+    /// Rewrites an op (by seq).
+    fn update_op(&mut self, op: &OutboxOp) -> Result<()>;
+    /// Removes an op (by seq).
+    fn remove_op(&mut self, seq: i64) -> Result<()>;
+    /// Inserts a conflict; returns its id.
+    fn insert_conflict(&mut self, conflict: &ConflictRecord) -> Result<i64>;
+    /// Rewrites a conflict (by id).
+    fn update_conflict(&mut self, conflict: &ConflictRecord) -> Result<()>;
+    /// Writes the device's sync state.
+    fn set_device_state(&mut self, state: &DeviceState) -> Result<()>;
+}
+
+/// The device's local store. The engine calls it from one thread at a time.
+pub trait LocalStore: StoreRead + Send {
+    /// Runs `f` in one transaction: committed if `f` returns `Ok`, rolled back otherwise. A crash
+    /// at any point leaves either all of `f`'s writes or none.
+    fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()>;
+
+    /// Folds the write-ahead log into the database file without blocking writers; called by the
+    /// engine when sync is idle, so checkpoints stay off the write path.
+    fn checkpoint(&mut self) -> Result<()>;
+}
