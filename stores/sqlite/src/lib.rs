@@ -1,1 +1,10 @@
-//! placeholder
+//! Converge's device store: records, outbox, sync state and conflicts in one SQLite file (WAL),
+//! implementing `converge_core::LocalStore`.
+
+mod error;
+mod rows;
+mod schema;
+mod store;
+
+pub use error::{Error, Result};
+pub use store::{Options, SqliteStore};

@@ -1,0 +1,63 @@
+//! Errors of the SQLite device store, sorted by SQLite's result codes into core's classes.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the device store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A SQLite call failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A schema migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The file was written by a newer version of Converge.
+    #[error("the store's schema version {found} is newer than this build knows ({known}); upgrade the app")]
+    TooNew {
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// The file is not a usable database; it was moved aside, never deleted.
+    #[error("the store file was corrupt ({reason}); it was moved to {moved_to} and a new store was not created")]
+    Corrupt {
+        /// What SQLite said.
+        reason: String,
+        /// Where the damaged file now is.
+        moved_to: PathBuf,
+    },
+    /// A stored row could not be read back.
+    #[error("a stored row is malformed: {0}")]
+    Malformed(String),
+    /// Filesystem trouble around the store file.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The store's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Malformed(e.to_string())
+    }
+}
+
+impl From<Error> for converge_core::Error {
+    fn from(e: Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let retryable = matches!(
+            &e,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, C::DatabaseBusy | C::DatabaseLocked)
+        );
+        converge_core::Error::Store { detail: e.to_string(), retryable }
+    }
+}
+
+/// Whether a SQLite error means the file itself is damaged.
+pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}

@@ -1,0 +1,364 @@
+//! Row mapping: the reads and writes of `StoreRead` / `StoreTx` over one SQLite connection.
+
+use converge_core::store::{ConflictRecord, DeviceState, LocalRecord, OpState, OutboxOp, Summary};
+use converge_core::{CheckMode, Fields, Hlc, Op};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{Error, Result};
+
+const RECORD_COLS: &str =
+    "entity, record_id, server_version, server_fields, server_deleted, fields, deleted, pending, conflicts, failed";
+const OP_COLS: &str = "seq, op_id, entity, record_id, op, patch, base_version, hlc, check_mode, state, batch_id, \
+                       attempts, last_error, created_ms";
+const CONFLICT_COLS: &str = "id, entity, record_id, op_id, op, base, local, server, server_version, server_deleted, \
+                             fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id";
+
+fn fields(s: &str) -> Result<Fields> {
+    Ok(serde_json::from_str(s)?)
+}
+
+fn json(f: &Fields) -> String {
+    serde_json::Value::Object(f.clone()).to_string()
+}
+
+fn malformed(what: &str) -> Error {
+    Error::Malformed(what.to_owned())
+}
+
+fn record_row(r: &Row<'_>) -> rusqlite::Result<(LocalRecord, String, String)> {
+    Ok((
+        LocalRecord {
+            entity: r.get(0)?,
+            record_id: r.get(1)?,
+            server_version: r.get::<_, i64>(2)? as u64,
+            server_fields: Fields::new(),
+            server_deleted: r.get(4)?,
+            fields: Fields::new(),
+            deleted: r.get(6)?,
+            pending: r.get(7)?,
+            conflicts: r.get(8)?,
+            failed: r.get(9)?,
+        },
+        r.get(3)?,
+        r.get(5)?,
+    ))
+}
+
+fn finish_record((mut rec, server, view): (LocalRecord, String, String)) -> Result<LocalRecord> {
+    rec.server_fields = fields(&server)?;
+    rec.fields = fields(&view)?;
+    Ok(rec)
+}
+
+type RawOp = (i64, String, String, String, String, String, i64, String, String, String, Option<String>, u32, Option<String>, i64);
+
+fn op_row(r: &Row<'_>) -> rusqlite::Result<RawOp> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
+fn finish_op(raw: RawOp) -> Result<OutboxOp> {
+    let (seq, op_id, entity, record_id, op, patch, base, hlc, check, state, batch_id, attempts, last_error, created) =
+        raw;
+    Ok(OutboxOp {
+        seq,
+        op_id: op_id.parse().map_err(|_| malformed("outbox.op_id"))?,
+        entity,
+        record_id,
+        op: Op::parse(&op).map_err(|_| malformed("outbox.op"))?,
+        patch: fields(&patch)?,
+        base_version: base as u64,
+        hlc: hlc.parse::<Hlc>().map_err(|_| malformed("outbox.hlc"))?,
+        check: CheckMode::parse(&check).map_err(|_| malformed("outbox.check_mode"))?,
+        state: OpState::parse(&state).ok_or_else(|| malformed("outbox.state"))?,
+        batch_id,
+        attempts,
+        last_error,
+        created_ms: created as u64,
+    })
+}
+
+fn ops(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<OutboxOp>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raws = stmt.query_map(p, op_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter().map(finish_op).collect()
+}
+
+pub(crate) fn device_state(conn: &Connection) -> Result<DeviceState> {
+    let mut stmt = conn
+        .prepare_cached("SELECT device_id, hlc, cursor, last_success_ms, last_error FROM sync_state WHERE id = 1")?;
+    let (device_id, hlc, cursor, last_success, last_error) = stmt.query_row([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    Ok(DeviceState {
+        device_id,
+        hlc: hlc.map(|h| h.parse()).transpose().map_err(|_| malformed("sync_state.hlc"))?,
+        cursor,
+        last_success_ms: last_success.map(|v| v as u64),
+        last_error,
+    })
+}
+
+pub(crate) fn set_device_state(conn: &Connection, s: &DeviceState) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE sync_state SET device_id = ?1, hlc = ?2, cursor = ?3, last_success_ms = ?4, last_error = ?5 WHERE id = 1",
+    )?
+    .execute(params![
+        s.device_id,
+        s.hlc.as_ref().map(|h| h.to_string()),
+        s.cursor,
+        s.last_success_ms.map(|v| v as i64),
+        s.last_error
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn max_outbox_hlc(conn: &Connection) -> Result<Option<Hlc>> {
+    let max: Option<String> = conn.prepare_cached("SELECT MAX(hlc) FROM outbox")?.query_row([], |r| r.get(0))?;
+    max.map(|h| h.parse()).transpose().map_err(|_| malformed("outbox.hlc"))
+}
+
+pub(crate) fn record(conn: &Connection, entity: &str, record_id: &str) -> Result<Option<LocalRecord>> {
+    let sql = format!("SELECT {RECORD_COLS} FROM records WHERE entity = ?1 AND record_id = ?2");
+    let raw = conn.prepare_cached(&sql)?.query_row(params![entity, record_id], record_row).optional()?;
+    raw.map(finish_record).transpose()
+}
+
+pub(crate) fn list(conn: &Connection, entity: &str) -> Result<Vec<LocalRecord>> {
+    let sql = format!("SELECT {RECORD_COLS} FROM records WHERE entity = ?1 AND deleted = 0 ORDER BY record_id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let raws = stmt.query_map(params![entity], record_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter().map(finish_record).collect()
+}
+
+pub(crate) fn record_ops(conn: &Connection, entity: &str, record_id: &str) -> Result<Vec<OutboxOp>> {
+    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE entity = ?1 AND record_id = ?2 ORDER BY seq");
+    ops(conn, &sql, params![entity, record_id])
+}
+
+pub(crate) fn in_flight(conn: &Connection) -> Result<Vec<OutboxOp>> {
+    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE batch_id IS NOT NULL ORDER BY seq");
+    ops(conn, &sql, [])
+}
+
+pub(crate) fn next_ops(conn: &Connection, limit: usize) -> Result<Vec<OutboxOp>> {
+    let sql = format!(
+        "SELECT {OP_COLS} FROM outbox o WHERE o.state = 'pending' AND o.batch_id IS NULL AND NOT EXISTS \
+         (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.record_id = o.record_id AND p.seq < o.seq) \
+         ORDER BY o.seq LIMIT ?1"
+    );
+    ops(conn, &sql, params![limit as i64])
+}
+
+pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
+    let (pending, failed, oldest): (i64, i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(state <> 'failed'), 0), COALESCE(SUM(state = 'failed'), 0), \
+             MIN(CASE WHEN state <> 'failed' THEN created_ms END) FROM outbox",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let open: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM conflicts WHERE outcome = 'open'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Summary {
+        pending: pending as u64,
+        failed: failed as u64,
+        oldest_pending_ms: oldest.map(|v| v as u64),
+        open_conflicts: open as u64,
+    })
+}
+
+type RawConflict = (i64, String, String, String, String, String, String, String, i64, bool, String, String, String, String, String, i64, Option<i64>, String);
+
+fn conflict_row(r: &Row<'_>) -> rusqlite::Result<RawConflict> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+        r.get(14)?,
+        r.get(15)?,
+        r.get(16)?,
+        r.get(17)?,
+    ))
+}
+
+fn finish_conflict(raw: RawConflict) -> Result<ConflictRecord> {
+    let (id, entity, record_id, op_id, op, base, local, server, sv, sd, flds, policy, outcome, losing, reason, created, resolved, trace) =
+        raw;
+    Ok(ConflictRecord {
+        id,
+        entity,
+        record_id,
+        op_id: op_id.parse().map_err(|_| malformed("conflicts.op_id"))?,
+        op: Op::parse(&op).map_err(|_| malformed("conflicts.op"))?,
+        base: fields(&base)?,
+        local: fields(&local)?,
+        server: fields(&server)?,
+        server_version: sv as u64,
+        server_deleted: sd,
+        fields: serde_json::from_str(&flds)?,
+        policy,
+        outcome,
+        losing: fields(&losing)?,
+        reason,
+        created_ms: created as u64,
+        resolved_ms: resolved.map(|v| v as u64),
+        trace_id: trace,
+    })
+}
+
+pub(crate) fn conflicts(conn: &Connection, open: bool) -> Result<Vec<ConflictRecord>> {
+    let cond = if open { "outcome = 'open'" } else { "outcome <> 'open'" };
+    let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE {cond} ORDER BY id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let raws = stmt.query_map([], conflict_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter().map(finish_conflict).collect()
+}
+
+pub(crate) fn conflict(conn: &Connection, id: i64) -> Result<Option<ConflictRecord>> {
+    let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE id = ?1");
+    let raw = conn.prepare_cached(&sql)?.query_row(params![id], conflict_row).optional()?;
+    raw.map(finish_conflict).transpose()
+}
+
+pub(crate) fn put_record(conn: &Connection, r: &LocalRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO records (entity, record_id, server_version, server_fields, server_deleted, fields, \
+         deleted, pending, conflicts, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        r.entity,
+        r.record_id,
+        r.server_version as i64,
+        json(&r.server_fields),
+        r.server_deleted,
+        json(&r.fields),
+        r.deleted,
+        r.pending,
+        r.conflicts,
+        r.failed
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn remove_record(conn: &Connection, entity: &str, record_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM records WHERE entity = ?1 AND record_id = ?2")?
+        .execute(params![entity, record_id])?;
+    Ok(())
+}
+
+pub(crate) fn insert_op(conn: &Connection, o: &OutboxOp) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (op_id, entity, record_id, op, patch, base_version, hlc, check_mode, state, batch_id, \
+         attempts, last_error, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        o.op_id.to_string(),
+        o.entity,
+        o.record_id,
+        o.op.as_str(),
+        json(&o.patch),
+        o.base_version as i64,
+        o.hlc.to_string(),
+        o.check.as_str(),
+        o.state.as_str(),
+        o.batch_id,
+        o.attempts,
+        o.last_error,
+        o.created_ms as i64
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(crate) fn update_op(conn: &Connection, o: &OutboxOp) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET op = ?2, patch = ?3, base_version = ?4, hlc = ?5, check_mode = ?6, state = ?7, \
+             batch_id = ?8, attempts = ?9, last_error = ?10 WHERE seq = ?1",
+        )?
+        .execute(params![
+            o.seq,
+            o.op.as_str(),
+            json(&o.patch),
+            o.base_version as i64,
+            o.hlc.to_string(),
+            o.check.as_str(),
+            o.state.as_str(),
+            o.batch_id,
+            o.attempts,
+            o.last_error
+        ])?;
+    if n == 1 { Ok(()) } else { Err(malformed("update of an outbox op that is not there")) }
+}
+
+pub(crate) fn remove_op(conn: &Connection, seq: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?.execute(params![seq])?;
+    Ok(())
+}
+
+pub(crate) fn write_conflict(conn: &Connection, c: &ConflictRecord, insert: bool) -> Result<i64> {
+    let sql = if insert {
+        "INSERT INTO conflicts (entity, record_id, op_id, op, base, local, server, server_version, server_deleted, \
+         fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id) \
+         VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) RETURNING id"
+    } else {
+        "UPDATE conflicts SET entity = ?2, record_id = ?3, op_id = ?4, op = ?5, base = ?6, local = ?7, server = ?8, \
+         server_version = ?9, server_deleted = ?10, fields = ?11, policy = ?12, outcome = ?13, losing = ?14, \
+         reason = ?15, created_ms = ?16, resolved_ms = ?17, trace_id = ?18 WHERE id = ?1 RETURNING id"
+    };
+    let id = conn.prepare_cached(sql)?.query_row(
+        params![
+            if insert { None } else { Some(c.id) },
+            c.entity,
+            c.record_id,
+            c.op_id.to_string(),
+            c.op.as_str(),
+            json(&c.base),
+            json(&c.local),
+            json(&c.server),
+            c.server_version as i64,
+            c.server_deleted,
+            serde_json::to_string(&c.fields)?,
+            c.policy,
+            c.outcome,
+            json(&c.losing),
+            c.reason,
+            c.created_ms as i64,
+            c.resolved_ms.map(|v| v as i64),
+            c.trace_id
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(id)
+}

@@ -1,0 +1,268 @@
+//! `SqliteStore`: opening the file (WAL, migrations, corruption handling), transactions, and a
+//! background checkpointer that keeps WAL checkpoints off the write path.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::Duration;
+
+use converge_core::store::{ConflictRecord, DeviceState, LocalRecord, LocalStore, OutboxOp, StoreRead, StoreTx, Summary};
+use converge_core::{Hlc, Result as CoreResult};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::{Error, Result, is_corruption};
+use crate::rows;
+use crate::schema;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run WAL checkpoints on a background thread (`true`, the default), or let SQLite run them on
+    /// the committing write every 1000 pages (SQLite's own default; for comparison in benchmarks).
+    pub background_checkpoints: bool,
+    /// How many commits between background checkpoint nudges.
+    pub checkpoint_every_commits: u32,
+    /// The device id for a new store (default: made up at random).
+    pub device_id: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { background_checkpoints: true, checkpoint_every_commits: 200, device_id: None }
+    }
+}
+
+/// The device store: one SQLite file in WAL mode.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    nudge: Option<SyncSender<()>>,
+    commits: u32,
+    every: u32,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens (or creates) the store at `path`. A file that is not a usable database is moved
+    /// aside (never deleted) and reported as [`Error::Corrupt`].
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        match Self::try_open(&path, &options) {
+            Err(Error::Sqlite(e)) if is_corruption(&e) => Err(move_aside(&path, e.to_string())?),
+            other => other,
+        }
+    }
+
+    fn try_open(path: &Path, options: &Options) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > schema::LATEST {
+            return Err(Error::TooNew { found, known: schema::LATEST });
+        }
+        let check: String = conn.pragma_query_value(None, "quick_check", |r| r.get(0))?;
+        if check != "ok" {
+            drop(conn);
+            return Err(move_aside(path, check)?);
+        }
+        schema::migrations().to_latest(&mut conn)?;
+        let device = options.device_id.clone().unwrap_or_else(|| {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            format!("dev-{}", &id[20..])
+        });
+        converge_core::hlc::validate_device_id(&device).map_err(|e| Error::Malformed(e.to_string()))?;
+        conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
+        let nudge = if options.background_checkpoints {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Some(spawn_checkpointer(path)?)
+        } else {
+            None
+        };
+        Ok(SqliteStore { conn, path: path.to_path_buf(), nudge, commits: 0, every: options.checkpoint_every_commits.max(1) })
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok(())` when the file is sound.
+    pub fn integrity_check(&self) -> Result<()> {
+        let r: String = self.conn.pragma_query_value(None, "integrity_check", |r| r.get(0))?;
+        if r == "ok" { Ok(()) } else { Err(Error::Malformed(format!("integrity_check: {r}"))) }
+    }
+}
+
+/// Renames a damaged file (and its WAL and shm) to `<name>.corrupt-<unix ms>`.
+fn move_aside(path: &Path, reason: String) -> Result<Error> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let mut moved = path.as_os_str().to_owned();
+    moved.push(format!(".corrupt-{ms}"));
+    let moved_to = PathBuf::from(moved);
+    std::fs::rename(path, &moved_to)?;
+    for ext in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(ext);
+        let mut dest = moved_to.as_os_str().to_owned();
+        dest.push(ext);
+        if Path::new(&side).exists() {
+            std::fs::rename(&side, &dest)?;
+        }
+    }
+    tracing::error!(moved_to = %moved_to.display(), "device store was corrupt and was moved aside");
+    Ok(Error::Corrupt { reason, moved_to })
+}
+
+/// A thread with its own connection that runs passive checkpoints when nudged (and every few
+/// seconds), so commits never wait for one. It ends when the store is dropped.
+fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    configure(&conn)?;
+    let (tx, rx) = sync_channel::<()>(1);
+    std::thread::Builder::new().name("converge-checkpoint".into()).spawn(move || checkpoint_loop(conn, rx))?;
+    Ok(tx)
+}
+
+fn checkpoint_loop(conn: Connection, rx: Receiver<()>) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Coalesce a burst of nudges into one checkpoint.
+        while let Ok(()) = rx.try_recv() {}
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
+        if matches!(rx.try_recv(), Err(TryRecvError::Disconnected)) {
+            break;
+        }
+    }
+}
+
+macro_rules! impl_read {
+    ($t:ty, $conn:ident => $get:expr) => {
+        impl StoreRead for $t {
+            fn device_state(&self) -> CoreResult<DeviceState> {
+                let $conn = self;
+                Ok(rows::device_state($get)?)
+            }
+            fn max_outbox_hlc(&self) -> CoreResult<Option<Hlc>> {
+                let $conn = self;
+                Ok(rows::max_outbox_hlc($get)?)
+            }
+            fn record(&self, entity: &str, record_id: &str) -> CoreResult<Option<LocalRecord>> {
+                let $conn = self;
+                Ok(rows::record($get, entity, record_id)?)
+            }
+            fn list(&self, entity: &str) -> CoreResult<Vec<LocalRecord>> {
+                let $conn = self;
+                Ok(rows::list($get, entity)?)
+            }
+            fn record_ops(&self, entity: &str, record_id: &str) -> CoreResult<Vec<OutboxOp>> {
+                let $conn = self;
+                Ok(rows::record_ops($get, entity, record_id)?)
+            }
+            fn in_flight(&self) -> CoreResult<Vec<OutboxOp>> {
+                let $conn = self;
+                Ok(rows::in_flight($get)?)
+            }
+            fn next_ops(&self, limit: usize) -> CoreResult<Vec<OutboxOp>> {
+                let $conn = self;
+                Ok(rows::next_ops($get, limit)?)
+            }
+            fn summary(&self) -> CoreResult<Summary> {
+                let $conn = self;
+                Ok(rows::summary($get)?)
+            }
+            fn conflicts(&self, open: bool) -> CoreResult<Vec<ConflictRecord>> {
+                let $conn = self;
+                Ok(rows::conflicts($get, open)?)
+            }
+            fn conflict(&self, id: i64) -> CoreResult<Option<ConflictRecord>> {
+                let $conn = self;
+                Ok(rows::conflict($get, id)?)
+            }
+        }
+    };
+}
+
+impl_read!(SqliteStore, s => &s.conn);
+impl_read!(Tx<'_>, t => &t.0);
+
+/// A write transaction of the store.
+struct Tx<'a>(rusqlite::Transaction<'a>);
+
+impl StoreTx for Tx<'_> {
+    fn put_record(&mut self, record: &LocalRecord) -> CoreResult<()> {
+        Ok(rows::put_record(&self.0, record)?)
+    }
+    fn remove_record(&mut self, entity: &str, record_id: &str) -> CoreResult<()> {
+        Ok(rows::remove_record(&self.0, entity, record_id)?)
+    }
+    fn insert_op(&mut self, op: &OutboxOp) -> CoreResult<i64> {
+        Ok(rows::insert_op(&self.0, op)?)
+    }
+    fn update_op(&mut self, op: &OutboxOp) -> CoreResult<()> {
+        Ok(rows::update_op(&self.0, op)?)
+    }
+    fn remove_op(&mut self, seq: i64) -> CoreResult<()> {
+        Ok(rows::remove_op(&self.0, seq)?)
+    }
+    fn insert_conflict(&mut self, conflict: &ConflictRecord) -> CoreResult<i64> {
+        Ok(rows::write_conflict(&self.0, conflict, true)?)
+    }
+    fn update_conflict(&mut self, conflict: &ConflictRecord) -> CoreResult<()> {
+        rows::write_conflict(&self.0, conflict, false)?;
+        Ok(())
+    }
+    fn set_device_state(&mut self, state: &DeviceState) -> CoreResult<()> {
+        Ok(rows::set_device_state(&self.0, state)?)
+    }
+}
+
+impl LocalStore for SqliteStore {
+    fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> CoreResult<()>) -> CoreResult<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::from)?;
+        let mut tx = Tx(tx);
+        f(&mut tx)?;
+        tx.0.commit().map_err(Error::from)?;
+        self.commits += 1;
+        if self.commits % self.every == 0
+            && let Some(n) = &self.nudge
+        {
+            let _ = n.try_send(());
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> CoreResult<()> {
+        match &self.nudge {
+            Some(n) => {
+                let _ = n.try_send(());
+                Ok(())
+            }
+            None => {
+                self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(Error::from)?;
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The store file: corrupt files moved aside, newer schemas refused, many writes stay sound.
+
+use converge_sqlite::{Error, SqliteStore};
+use serde_json::json;
+
+use crate::{engine, obj};
+
+#[test]
+fn a_corrupt_file_is_moved_aside_and_reported_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    std::fs::write(&path, b"this is not a sqlite database, but somebody's data".repeat(100)).unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    let Error::Corrupt { moved_to, .. } = err else { panic!("expected Corrupt, got {err:?}") };
+    assert!(!path.exists(), "the damaged file must not stay in place");
+    let kept = std::fs::read(&moved_to).unwrap();
+    assert!(kept.starts_with(b"this is not a sqlite database"), "the damaged bytes are kept");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::TooNew { found: 99, known: 1 }), "{err:?}");
+}
+
+#[test]
+fn many_writes_keep_the_file_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let e = engine(&path);
+    for i in 0..2000 {
+        e.put("notes", &format!("r{i}"), obj(json!({"i": i, "text": "hello"}))).unwrap();
+    }
+    assert_eq!(e.status().pending, 2000);
+    drop(e);
+    let store = SqliteStore::open(&path).unwrap();
+    store.integrity_check().unwrap();
+    let wal = std::fs::metadata(dir.path().join("device.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal < 64 << 20, "the background checkpointer keeps the WAL bounded ({wal} bytes)");
+}
