@@ -132,12 +132,8 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> 
     let mut next = cur.clone();
     match (m.op, m.check) {
         (Op::Create, CheckMode::Lww) | (Op::Update, CheckMode::Lww) => {
-            let keys: Vec<String> = m
-                .patch
-                .keys()
-                .filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc))
-                .cloned()
-                .collect();
+            let keys: Vec<String> =
+                m.patch.keys().filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc)).cloned().collect();
             finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
         }
         (Op::Create, _) => {

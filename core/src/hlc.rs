@@ -26,11 +26,7 @@ pub fn validate_device_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput("a device id is 1-64 characters of A-Z a-z 0-9 . _ -".into()))
-    }
+    if ok { Ok(()) } else { Err(Error::InvalidInput("a device id is 1-64 characters of A-Z a-z 0-9 . _ -".into())) }
 }
 
 impl Hlc {
@@ -96,10 +92,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 }
 
@@ -157,7 +150,14 @@ mod tests {
         assert_eq!("1764064800000-0000-ios-7f3a".parse::<Hlc>().unwrap(), a);
         let b = Hlc { millis: 1_764_064_800_000, counter: 10, device: "a".into() };
         assert!(a < b && a.to_string() < b.to_string());
-        for bad in ["", "1764064800000-0000-", "176406480000-0000-x", "1764064800000-00g0-x", "1764064800000-000A-x", "1764064800000-0000-a b"] {
+        for bad in [
+            "",
+            "1764064800000-0000-",
+            "176406480000-0000-x",
+            "1764064800000-00g0-x",
+            "1764064800000-000A-x",
+            "1764064800000-0000-a b",
+        ] {
             assert!(bad.parse::<Hlc>().is_err(), "{bad}");
         }
     }

@@ -91,9 +91,7 @@ pub fn validate_entity(entity: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(
-            "an entity name is 1-64 characters of a-z A-Z 0-9 _ -, starting with a letter".into(),
-        ))
+        Err(Error::InvalidInput("an entity name is 1-64 characters of a-z A-Z 0-9 _ -, starting with a letter".into()))
     }
 }
 
@@ -102,11 +100,7 @@ pub fn validate_record_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput("a record id is 1-128 characters of a-z A-Z 0-9 . _ : -".into()))
-    }
+    if ok { Ok(()) } else { Err(Error::InvalidInput("a record id is 1-128 characters of a-z A-Z 0-9 . _ : -".into())) }
 }
 
 /// A new record id: a UUIDv7, so ids made on different devices never collide and sort by time.

@@ -191,8 +191,10 @@ pub trait StoreRead {
     fn in_flight(&self) -> Result<Vec<OutboxOp>>;
     /// Up to `limit` pending ops that are the first outbox op of their record, in order.
     fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>>;
-    /// Counts for the status.
+    /// Counts for the status (may scan the outbox; called once per sync cycle).
     fn summary(&self) -> Result<Summary>;
+    /// When the oldest op not failed was written (cheap: the head of the outbox).
+    fn oldest_pending_ms(&self) -> Result<Option<u64>>;
     /// Conflicts: the open ones, or (journal) the settled ones, newest last.
     fn conflicts(&self, open: bool) -> Result<Vec<ConflictRecord>>;
     /// One conflict.

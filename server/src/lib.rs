@@ -1,1 +1,22 @@
-//! placeholder
+//! The Converge sync server: the sync service (idempotent mutation intake, change feed, records),
+//! bearer-token authentication, and the server stores.
+//!
+//! - [`SyncService`] implements [`converge_core::Tenancy`]: transports authenticate a request
+//!   with [`JwtAuth`] (a [`converge_core::Authenticator`]), then call the
+//!   [`converge_core::SyncApi`] scoped to the caller's tenant and user.
+//! - The service keeps its data in any [`converge_core::server_store::ServerStore`];
+//!   [`SqliteServerStore`] is the embedded default.
+//!
+//! Features: `sqlite` (default) builds [`SqliteServerStore`] on `rusqlite`.
+
+pub mod auth;
+pub mod error;
+pub mod service;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use auth::{Claims, JwtAuth};
+pub use error::{Error, Result};
+pub use service::{ScopedSync, SyncService};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteServerStore, TenantStats};

@@ -1,1 +1,3 @@
-fn main(){}
+//! Cross-crate tests: the dependency rules of the workspace.
+
+mod deps;

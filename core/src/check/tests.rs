@@ -48,13 +48,17 @@ fn create_then_fields_merge_and_conflict() {
     assert_eq!(merged.version, 3);
     assert_eq!(Value::Object(merged.fields), json!({"title": "t2", "body": "b2"}));
     // Same field changed since base 1 to another value: conflict.
-    let OpOutcome::Conflict(c) = answer(&m(Op::Update, 1, json!({"title": "mine"}), CheckMode::Fields, 3, "d1"), Some(&r)) else {
+    let OpOutcome::Conflict(c) =
+        answer(&m(Op::Update, 1, json!({"title": "mine"}), CheckMode::Fields, 3, "d1"), Some(&r))
+    else {
         panic!()
     };
     assert_eq!(c.fields, vec!["title".to_string()]);
     assert_eq!(c.server.version, 2);
     // Same field changed to the same value: no conflict, nothing to change.
-    let OpOutcome::Accepted(a) = answer(&m(Op::Update, 1, json!({"title": "t2"}), CheckMode::Fields, 3, "d1"), Some(&r)) else {
+    let OpOutcome::Accepted(a) =
+        answer(&m(Op::Update, 1, json!({"title": "t2"}), CheckMode::Fields, 3, "d1"), Some(&r))
+    else {
         panic!()
     };
     assert_eq!(a.version, 2);
@@ -65,7 +69,8 @@ use serde_json::Value;
 #[test]
 fn record_mode_conflicts_on_any_change() {
     let r = base();
-    let OpOutcome::Conflict(c) = answer(&m(Op::Update, 1, json!({"body": "x"}), CheckMode::Record, 3, "d1"), Some(&r)) else {
+    let OpOutcome::Conflict(c) = answer(&m(Op::Update, 1, json!({"body": "x"}), CheckMode::Record, 3, "d1"), Some(&r))
+    else {
         panic!()
     };
     assert_eq!(c.fields, vec!["title".to_string()]);
@@ -92,14 +97,18 @@ fn missing_deleted_and_bad_base() {
     let OpOutcome::Rejected(r) = answer(&upd, None) else { panic!() };
     assert_eq!((r.code, r.retryable), (Code::NotFound, false));
     let cur = base();
-    let OpOutcome::Rejected(r) = answer(&m(Op::Update, 9, json!({"a": 1}), CheckMode::Fields, 1, "d"), Some(&cur)) else {
+    let OpOutcome::Rejected(r) = answer(&m(Op::Update, 9, json!({"a": 1}), CheckMode::Fields, 1, "d"), Some(&cur))
+    else {
         panic!()
     };
     assert_eq!(r.code, Code::InvalidRequest);
     let gone = apply(&m(Op::Delete, 2, json!({}), CheckMode::Fields, 9, "d"), Some(&cur));
     assert!(gone.deleted && gone.fields.is_empty() && gone.version == 3);
     assert!(matches!(answer(&upd, Some(&gone)), OpOutcome::Conflict(c) if c.server.deleted));
-    assert!(matches!(answer(&m(Op::Create, 0, json!({}), CheckMode::Fields, 1, "d"), Some(&cur)), OpOutcome::Conflict(_)));
+    assert!(matches!(
+        answer(&m(Op::Create, 0, json!({}), CheckMode::Fields, 1, "d"), Some(&cur)),
+        OpOutcome::Conflict(_)
+    ));
     let stale_delete = m(Op::Delete, 1, json!({}), CheckMode::Fields, 9, "d");
     assert!(matches!(answer(&stale_delete, Some(&cur)), OpOutcome::Conflict(_)));
 }

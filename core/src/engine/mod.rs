@@ -17,20 +17,22 @@ use crate::api::SyncApi;
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, HlcClock, SystemClock};
 use crate::policy::{MergePolicy, ReviewPolicy};
-use crate::store::{ConflictRecord, LocalStore, Summary};
+use crate::store::{ConflictRecord, LocalRecord, LocalStore, Summary};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Most ops in one push batch (one op per record per batch).
     pub batch_size: usize,
+    /// Most bytes of patches in one push batch, to stay under the server's body limit (1 MiB).
+    pub max_batch_bytes: usize,
     /// Page size of a pull.
     pub pull_limit: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_size: 50, pull_limit: 500 }
+        EngineConfig { batch_size: 50, max_batch_bytes: 768 << 10, pull_limit: 500 }
     }
 }
 
@@ -128,6 +130,28 @@ struct Inner {
     config: EngineConfig,
 }
 
+/// How one transaction changed the records' counters (outbox ops, failed ops, open conflicts).
+#[derive(Debug, Default, Clone, Copy)]
+struct Delta {
+    pending: i64,
+    failed: i64,
+    conflicts: i64,
+}
+
+impl Delta {
+    /// Counts the difference between a record's counters before and after a change.
+    fn track(&mut self, before: (u32, u32, u32), after: &LocalRecord) {
+        self.pending += i64::from(after.pending) - i64::from(before.0);
+        self.failed += i64::from(after.failed) - i64::from(before.1);
+        self.conflicts += i64::from(after.conflicts) - i64::from(before.2);
+    }
+}
+
+/// A record's counters, to diff with [`Delta::track`].
+fn counters(r: &LocalRecord) -> (u32, u32, u32) {
+    (r.pending, r.failed, r.conflicts)
+}
+
 struct State {
     store: Box<dyn LocalStore>,
     hlc: HlcClock,
@@ -205,6 +229,17 @@ impl Engine {
             st.summary
         };
         self.publish(summary);
+        Ok(())
+    }
+
+    /// Adds the change in counts that one transaction made, and publishes the result.
+    fn apply_delta(&self, st: &mut MutexGuard<'_, State>, d: Delta) -> Result<()> {
+        let s = &mut st.summary;
+        s.pending = s.pending.saturating_add_signed(d.pending - d.failed);
+        s.failed = s.failed.saturating_add_signed(d.failed);
+        s.open_conflicts = s.open_conflicts.saturating_add_signed(d.conflicts);
+        st.summary.oldest_pending_ms = if st.summary.pending == 0 { None } else { st.store.oldest_pending_ms()? };
+        self.publish(st.summary);
         Ok(())
     }
 

@@ -6,10 +6,10 @@ use uuid::Uuid;
 
 use super::resolve::settle_conflict;
 use super::write::derive_view;
-use super::{Engine, Phase, StatusError, SyncReport};
+use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
 use crate::api::SyncApi;
 use crate::error::{Code, Error, ErrorClass, Result};
-use crate::model::{Op, apply_patch};
+use crate::model::{Op, apply_patch, json_size};
 use crate::store::{OpState, OutboxOp};
 use crate::wire::{Change, Mutation, OpOutcome, PullRequest, PushBatch, PushRequest, PushResponse};
 
@@ -43,10 +43,8 @@ impl Engine {
 
     async fn run_cycle(&self, api: Arc<dyn SyncApi>, report: &mut SyncReport) -> Result<()> {
         while let Some((key, ops)) = self.take_batch()? {
-            let batch = PushBatch {
-                device_id: self.inner.device_id.clone(),
-                mutations: ops.iter().map(to_mutation).collect(),
-            };
+            let batch =
+                PushBatch { device_id: self.inner.device_id.clone(), mutations: ops.iter().map(to_mutation).collect() };
             report.batches += 1;
             match api.push(PushRequest { idempotency_key: key.clone(), batch }).await {
                 Ok(resp) => self.apply_outcomes(&ops, &resp, report)?,
@@ -91,6 +89,16 @@ impl Engine {
         if ops.is_empty() {
             return Ok(None);
         }
+        // Keep the request body under the server's limit; one op always fits (records are capped).
+        let mut bytes = 0;
+        let fits = ops
+            .iter()
+            .take_while(|op| {
+                bytes += json_size(&op.patch) + 256;
+                bytes <= self.inner.config.max_batch_bytes
+            })
+            .count();
+        ops.truncate(fits.max(1));
         let key = Uuid::now_v7().to_string();
         for op in &mut ops {
             op.state = OpState::InFlight;
@@ -103,7 +111,9 @@ impl Engine {
     /// Puts a batch's ops back: pending (to go out under a new key), or failed.
     fn release_batch(&self, ops: &[OutboxOp], err: &Error, failed: bool) -> Result<()> {
         let mut st = self.lock();
+        let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
+            delta = Delta::default();
             for op in ops {
                 let mut op = op.clone();
                 op.batch_id = None;
@@ -111,8 +121,10 @@ impl Engine {
                 if failed {
                     op.state = OpState::Failed;
                     if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
+                        let before = counters(&rec);
                         rec.failed += 1;
                         tx.put_record(&rec)?;
+                        delta.track(before, &rec);
                     }
                 } else {
                     op.state = OpState::Pending;
@@ -120,7 +132,8 @@ impl Engine {
                 tx.update_op(&op)?;
             }
             Ok(())
-        })
+        })?;
+        self.apply_delta(&mut st, delta)
     }
 
     fn count_attempt(&self, ops: &[OutboxOp], err: &Error) -> Result<()> {
@@ -143,12 +156,15 @@ impl Engine {
         let mut guard = self.lock();
         let super::State { store, hlc, .. } = &mut *guard;
         let mut counts = (0u64, 0u64, 0u64);
+        let mut delta = Delta::default();
         store.transact(&mut |tx| {
             counts = (0, 0, 0);
+            delta = Delta::default();
             for op in ops {
                 let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
                     return Err(Error::Fatal("an outbox op without its record".into()));
                 };
+                let before = counters(&rec);
                 match outcomes.get(&op.op_id) {
                     Some(OpOutcome::Accepted(a)) => {
                         counts.0 += 1;
@@ -198,11 +214,13 @@ impl Engine {
                     }
                 }
                 tx.put_record(&rec)?;
+                delta.track(before, &rec);
             }
             let mut device = tx.device_state()?;
             device.hlc = Some(hlc.last().clone());
             tx.set_device_state(&device)
         })?;
+        self.apply_delta(&mut guard, delta)?;
         report.accepted += counts.0;
         report.conflicts += counts.1;
         report.rejected += counts.2;
@@ -245,7 +263,12 @@ impl Engine {
             }
             Err(e) => {
                 device.last_error = Some(e.to_string());
-                Some(StatusError { code: e.code().map(|c| c.to_string()), message: e.to_string(), class: e.class(), at_ms: now })
+                Some(StatusError {
+                    code: e.code().map(|c| c.to_string()),
+                    message: e.to_string(),
+                    class: e.class(),
+                    at_ms: now,
+                })
             }
         };
         st.store.transact(&mut |tx| tx.set_device_state(&device))?;

@@ -29,12 +29,14 @@ impl Engine {
 
     /// Sets a record to exactly `fields`: creates it if absent, otherwise records the difference.
     pub fn put(&self, entity: &str, record_id: &str, fields: Fields) -> Result<RecordView> {
-        self.write(entity, record_id, Intent::Put(&fields)).and_then(|v| v.ok_or_else(|| Error::Fatal("a put left no record".into())))
+        self.write(entity, record_id, Intent::Put(&fields))
+            .and_then(|v| v.ok_or_else(|| Error::Fatal("a put left no record".into())))
     }
 
     /// Changes only the fields in `patch` (`null` removes a field); the record must exist.
     pub fn patch(&self, entity: &str, record_id: &str, patch: Fields) -> Result<RecordView> {
-        self.write(entity, record_id, Intent::Patch(&patch)).and_then(|v| v.ok_or_else(|| Error::Fatal("a patch left no record".into())))
+        self.write(entity, record_id, Intent::Patch(&patch))
+            .and_then(|v| v.ok_or_else(|| Error::Fatal("a patch left no record".into())))
     }
 
     /// Deletes a record.

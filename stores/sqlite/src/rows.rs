@@ -50,7 +50,22 @@ fn finish_record((mut rec, server, view): (LocalRecord, String, String)) -> Resu
     Ok(rec)
 }
 
-type RawOp = (i64, String, String, String, String, String, i64, String, String, String, Option<String>, u32, Option<String>, i64);
+type RawOp = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    u32,
+    Option<String>,
+    i64,
+);
 
 fn op_row(r: &Row<'_>) -> rusqlite::Result<RawOp> {
     Ok((
@@ -99,8 +114,8 @@ fn ops(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Out
 }
 
 pub(crate) fn device_state(conn: &Connection) -> Result<DeviceState> {
-    let mut stmt = conn
-        .prepare_cached("SELECT device_id, hlc, cursor, last_success_ms, last_error FROM sync_state WHERE id = 1")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT device_id, hlc, cursor, last_success_ms, last_error FROM sync_state WHERE id = 1")?;
     let (device_id, hlc, cursor, last_success, last_error) = stmt.query_row([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -177,9 +192,8 @@ pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
              MIN(CASE WHEN state <> 'failed' THEN created_ms END) FROM outbox",
         )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let open: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM conflicts WHERE outcome = 'open'")?
-        .query_row([], |r| r.get(0))?;
+    let open: i64 =
+        conn.prepare_cached("SELECT COUNT(*) FROM conflicts WHERE outcome = 'open'")?.query_row([], |r| r.get(0))?;
     Ok(Summary {
         pending: pending as u64,
         failed: failed as u64,
@@ -188,7 +202,34 @@ pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
     })
 }
 
-type RawConflict = (i64, String, String, String, String, String, String, String, i64, bool, String, String, String, String, String, i64, Option<i64>, String);
+pub(crate) fn oldest_pending_ms(conn: &Connection) -> Result<Option<u64>> {
+    let t: Option<i64> = conn
+        .prepare_cached("SELECT created_ms FROM outbox WHERE state <> 'failed' ORDER BY seq LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(t.map(|v| v as u64))
+}
+
+type RawConflict = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+);
 
 fn conflict_row(r: &Row<'_>) -> rusqlite::Result<RawConflict> {
     Ok((
@@ -214,8 +255,26 @@ fn conflict_row(r: &Row<'_>) -> rusqlite::Result<RawConflict> {
 }
 
 fn finish_conflict(raw: RawConflict) -> Result<ConflictRecord> {
-    let (id, entity, record_id, op_id, op, base, local, server, sv, sd, flds, policy, outcome, losing, reason, created, resolved, trace) =
-        raw;
+    let (
+        id,
+        entity,
+        record_id,
+        op_id,
+        op,
+        base,
+        local,
+        server,
+        sv,
+        sd,
+        flds,
+        policy,
+        outcome,
+        losing,
+        reason,
+        created,
+        resolved,
+        trace,
+    ) = raw;
     Ok(ConflictRecord {
         id,
         entity,

@@ -2,10 +2,12 @@
 //! background checkpointer that keeps WAL checkpoints off the write path.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Duration;
 
-use converge_core::store::{ConflictRecord, DeviceState, LocalRecord, LocalStore, OutboxOp, StoreRead, StoreTx, Summary};
+use converge_core::store::{
+    ConflictRecord, DeviceState, LocalRecord, LocalStore, OutboxOp, StoreRead, StoreTx, Summary,
+};
 use converge_core::{Hlc, Result as CoreResult};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -95,7 +97,13 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(SqliteStore { conn, path: path.to_path_buf(), nudge, commits: 0, every: options.checkpoint_every_commits.max(1) })
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            nudge,
+            commits: 0,
+            every: options.checkpoint_every_commits.max(1),
+        })
     }
 
     /// The store file's path.
@@ -141,18 +149,12 @@ fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>> {
 }
 
 fn checkpoint_loop(conn: Connection, rx: Receiver<()>) {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(5)) {
         // Coalesce a burst of nudges into one checkpoint.
-        while let Ok(()) = rx.try_recv() {}
+        while rx.try_recv().is_ok() {}
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "background checkpoint failed");
-        }
-        if matches!(rx.try_recv(), Err(TryRecvError::Disconnected)) {
-            break;
         }
     }
 }
@@ -191,6 +193,10 @@ macro_rules! impl_read {
             fn summary(&self) -> CoreResult<Summary> {
                 let $conn = self;
                 Ok(rows::summary($get)?)
+            }
+            fn oldest_pending_ms(&self) -> CoreResult<Option<u64>> {
+                let $conn = self;
+                Ok(rows::oldest_pending_ms($get)?)
             }
             fn conflicts(&self, open: bool) -> CoreResult<Vec<ConflictRecord>> {
                 let $conn = self;
@@ -245,7 +251,7 @@ impl LocalStore for SqliteStore {
         f(&mut tx)?;
         tx.0.commit().map_err(Error::from)?;
         self.commits += 1;
-        if self.commits % self.every == 0
+        if self.commits.is_multiple_of(self.every)
             && let Some(n) = &self.nudge
         {
             let _ = n.try_send(());

@@ -1,1 +1,153 @@
-//! placeholder
+//! Test helpers: a real `converge serve` child process on a loopback port, tokens, temp folders.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The secret the test servers sign tokens with.
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A `converge serve` child process on 127.0.0.1 with its SQLite file in a temp folder.
+pub struct ServerProcess {
+    bin: PathBuf,
+    child: Option<Child>,
+    /// The folder holding the server's database.
+    pub dir: tempfile::TempDir,
+    /// The listening port (kept across restarts).
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts a server; `bin` is the `converge` binary (`env!("CARGO_BIN_EXE_converge")`).
+    pub fn start(bin: &Path) -> Result<ServerProcess> {
+        Self::start_with(bin, &[])
+    }
+
+    /// Starts a server with extra `serve` arguments (e.g. limits).
+    pub fn start_with(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
+        let mut s = ServerProcess {
+            bin: bin.to_path_buf(),
+            child: None,
+            dir: tempfile::tempdir()?,
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// The server's database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("server.db")
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--db")
+            .arg(self.db_path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--jwt-secret")
+            .arg(SECRET)
+            .args(&self.extra)
+            .env("CONVERGE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reader = BufReader::new(stdout);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                let status = child.wait()?;
+                bail!("converge serve exited before listening ({status})");
+            }
+            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                self.port = port.parse().context("no port in the listening line")?;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("converge serve did not say it was listening");
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no flush) and waits for it.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the process again on the same port and database.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart failed ({e:#}); retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A token for a tenant and user, minted by `converge token`.
+    pub fn token(&self, tenant: &str, user: &str) -> Result<String> {
+        self.token_ttl(tenant, user, "1h")
+    }
+
+    /// A token with a given lifetime (e.g. `0s` for one that is already expired).
+    pub fn token_ttl(&self, tenant: &str, user: &str, ttl: &str) -> Result<String> {
+        converge(&self.bin, &["token", "--tenant", tenant, "--user", user, "--ttl", ttl, "--jwt-secret", SECRET])
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Runs the `converge` binary and returns its trimmed stdout; fails with its stderr.
+pub fn converge(bin: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin).args(args).env("CONVERGE_LOG", "warn").output()?;
+    if !out.status.success() {
+        bail!("converge {:?} failed ({}): {}", args, out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// Runs the `converge` binary and returns (success, stdout, stderr).
+pub fn converge_status(bin: &Path, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = Command::new(bin).args(args).env("CONVERGE_LOG", "warn").output()?;
+    Ok((out.status.success(), String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?))
+}
+
+/// Parses a JSON object literal for tests.
+pub fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().cloned().expect("a JSON object")
+}

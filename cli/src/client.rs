@@ -1,0 +1,297 @@
+//! `converge client`: a device store driven from the shell. Only `sync` touches the network.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use converge_core::store::ConflictRecord;
+use converge_core::{Choice, Engine, Fields, RecordView, SyncStatus};
+use converge_http::client::HttpClient;
+use converge_sqlite::SqliteStore;
+use serde_json::json;
+
+/// Options shared by the client commands.
+#[derive(Args)]
+pub(crate) struct ClientArgs {
+    /// The device store file (created if absent).
+    #[arg(long, env = "CONVERGE_DB", default_value = "converge-device.db")]
+    db: PathBuf,
+    /// The sync server's base URL.
+    #[arg(long, env = "CONVERGE_SERVER", default_value = "http://127.0.0.1:7878")]
+    server: String,
+    /// The bearer token (make one with `converge token`); needed by `sync` only.
+    #[arg(long, env = "CONVERGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print one JSON document instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a record, or patch it if it exists (`null` removes a field).
+    Put {
+        /// The entity type, e.g. notes.
+        entity: String,
+        /// The record id (any id you choose; `new` makes a UUIDv7).
+        id: String,
+        /// The fields as a JSON object.
+        fields: String,
+    },
+    /// Delete a record.
+    Delete {
+        /// The entity type.
+        entity: String,
+        /// The record id.
+        id: String,
+    },
+    /// Show one record with its sync state.
+    Get {
+        /// The entity type.
+        entity: String,
+        /// The record id.
+        id: String,
+    },
+    /// List the records of an entity type.
+    List {
+        /// The entity type.
+        entity: String,
+    },
+    /// Run one full sync cycle: push the whole outbox, pull to the end of the feed.
+    Sync,
+    /// Show the sync status.
+    Status,
+    /// List the conflicts waiting for a decision.
+    Conflicts,
+    /// Settle a conflict.
+    Resolve {
+        /// The conflict id (see `conflicts`).
+        id: i64,
+        /// Keep the server's values (yours stay in the journal).
+        #[arg(long, group = "choice")]
+        accept_server: bool,
+        /// Send your values again on top of the server's version.
+        #[arg(long, group = "choice")]
+        keep_local: bool,
+        /// Write these fields (a JSON object) instead.
+        #[arg(long, group = "choice")]
+        merged: Option<String>,
+    },
+    /// Show the conflict journal: every settled conflict and the values that lost.
+    Journal,
+}
+
+fn parse_fields(s: &str) -> Result<Fields> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => bail!("the fields must be a JSON object, like '{{\"title\": \"hello\"}}'"),
+        Err(e) => bail!("the fields are not valid JSON ({e}); pass an object like '{{\"title\": \"hello\"}}'"),
+    }
+}
+
+pub(crate) fn open_engine(db: &std::path::Path, api: Option<Arc<HttpClient>>) -> Result<Engine> {
+    let store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
+    let mut b = Engine::builder(Box::new(store));
+    if let Some(api) = api {
+        b = b.api(api);
+    }
+    Ok(b.build()?)
+}
+
+pub(crate) async fn run(args: ClientArgs) -> Result<()> {
+    let api = match &args.command {
+        ClientCommand::Sync => {
+            let token = args.token.clone().ok_or_else(|| {
+                anyhow!(
+                    "no token: pass --token or set CONVERGE_TOKEN (make one with `converge token --tenant T --user U`)"
+                )
+            })?;
+            Some(Arc::new(HttpClient::new(&args.server, token).context("bad --server URL")?))
+        }
+        _ => None,
+    };
+    let engine = open_engine(&args.db, api)?;
+    let out = Output { json: args.json };
+    match args.command {
+        ClientCommand::Put { entity, id, fields } => {
+            let fields = parse_fields(&fields)?;
+            let view = if id == "new" {
+                engine.create(&entity, fields)?
+            } else if engine.get(&entity, &id)?.is_some_and(|r| !r.deleted) {
+                engine.patch(&entity, &id, fields)?
+            } else {
+                engine.put(&entity, &id, fields)?
+            };
+            out.record(&view);
+        }
+        ClientCommand::Delete { entity, id } => {
+            engine.delete(&entity, &id)?;
+            out.line(json!({"deleted": {"entity": entity, "record_id": id}}), &format!("deleted {entity}/{id}"));
+        }
+        ClientCommand::Get { entity, id } => match engine.get(&entity, &id)? {
+            Some(v) => out.record(&v),
+            None => bail!("no record {entity}/{id} on this device"),
+        },
+        ClientCommand::List { entity } => {
+            let list = engine.list(&entity)?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no {entity} records on this device");
+            } else {
+                for v in &list {
+                    println!("{:<38} {:<8} v{:<4} {}", v.record_id, state_name(v), v.version, compact(&v.fields));
+                }
+            }
+        }
+        ClientCommand::Sync => sync(&engine, &out).await?,
+        ClientCommand::Status => out.status(&engine.status()),
+        ClientCommand::Conflicts => out.conflicts(&engine.conflicts()?, "no conflicts waiting"),
+        ClientCommand::Journal => out.conflicts(&engine.journal()?, "the journal is empty"),
+        ClientCommand::Resolve { id, accept_server, keep_local, merged } => {
+            let choice = match (accept_server, keep_local, merged) {
+                (true, _, _) => Choice::AcceptServer,
+                (_, true, _) => Choice::KeepLocal,
+                (_, _, Some(m)) => Choice::Merged(parse_fields(&m)?),
+                _ => bail!("say how to settle it: --accept-server, --keep-local or --merged '{{...}}'"),
+            };
+            engine.resolve(id, choice)?;
+            out.line(json!({"resolved": id}), &format!("conflict {id} settled; run `sync` to send any change"));
+        }
+    }
+    Ok(())
+}
+
+async fn sync(engine: &Engine, out: &Output) -> Result<()> {
+    let mut watch = engine.watch_status();
+    let start = engine.status().pending;
+    let progress = (!out.json && start > 200).then(|| {
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let p = watch.borrow().pending;
+                eprint!("\rpushing: {}/{} sent   ", start.saturating_sub(p), start);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let result = engine.sync_once().await;
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    let report =
+        result.map_err(|e| anyhow!("sync did not finish: {e} (the next `sync` resumes where this one stopped)"))?;
+    let status = engine.status();
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"report": report, "status": status}))?);
+    } else {
+        println!(
+            "synced: {} accepted, {} conflicts, {} refused in {} batch(es); {} record(s) pulled",
+            report.accepted, report.conflicts, report.rejected, report.batches, report.pulled
+        );
+        if status.open_conflicts > 0 {
+            println!("{} conflict(s) wait for you: `converge client conflicts`", status.open_conflicts);
+        }
+        if status.failed > 0 {
+            println!("{} change(s) were refused by the server; see `converge client status`", status.failed);
+        }
+    }
+    Ok(())
+}
+
+struct Output {
+    json: bool,
+}
+
+fn state_name(v: &RecordView) -> String {
+    if v.deleted {
+        "deleted".into()
+    } else {
+        serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
+fn compact(f: &Fields) -> String {
+    serde_json::Value::Object(f.clone()).to_string()
+}
+
+pub(crate) fn ago(ms: Option<u64>) -> String {
+    let now = converge_core::Clock::now_ms(&converge_core::SystemClock);
+    match ms {
+        None => "never".into(),
+        Some(t) => format!("{:.1}s ago", now.saturating_sub(t) as f64 / 1000.0),
+    }
+}
+
+impl Output {
+    fn line(&self, doc: serde_json::Value, text: &str) {
+        if self.json {
+            println!("{doc}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn record(&self, v: &RecordView) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            println!("{}/{}  [{}]  server version {}", v.entity, v.record_id, state_name(v), v.version);
+            println!("{}", serde_json::to_string_pretty(&v.fields).unwrap_or_default());
+        }
+    }
+
+    fn status(&self, s: &SyncStatus) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+            return;
+        }
+        println!(
+            "phase:            {}",
+            serde_json::to_value(s.phase).ok().and_then(|v| v["phase"].as_str().map(str::to_owned)).unwrap_or_default()
+        );
+        println!("pending changes:  {}", s.pending);
+        if let Some(t) = s.oldest_pending_ms {
+            println!("oldest pending:   written {}", ago(Some(t)));
+        }
+        println!("refused changes:  {}", s.failed);
+        println!("open conflicts:   {}", s.open_conflicts);
+        println!("last sync:        {}", ago(s.last_success_ms));
+        if let Some(e) = &s.last_error {
+            println!("last error:       {}", e.message);
+        }
+    }
+
+    fn conflicts(&self, list: &[ConflictRecord], empty: &str) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+            return;
+        }
+        if list.is_empty() {
+            println!("{empty}");
+        }
+        for c in list {
+            println!(
+                "#{} {}/{}  fields {:?}  policy {}  {}",
+                c.id, c.entity, c.record_id, c.fields, c.policy, c.outcome
+            );
+            println!("    yours:  {}", compact(&c.local));
+            println!(
+                "    server: {} (version {}{})",
+                compact(&c.server),
+                c.server_version,
+                if c.server_deleted { ", deleted" } else { "" }
+            );
+            if !c.losing.is_empty() {
+                println!("    kept in the journal (lost): {}", compact(&c.losing));
+            }
+            if !c.reason.is_empty() {
+                println!("    {}", c.reason);
+            }
+        }
+    }
+}

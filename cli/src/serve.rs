@@ -1,0 +1,154 @@
+//! `converge serve` and `converge token`: the sync server on the embedded SQLite store.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use converge_core::wire::Limits;
+use converge_http::server::{ServerConfig, router};
+use converge_server::{JwtAuth, SqliteServerStore, SyncService};
+use tokio::sync::oneshot;
+
+use crate::duration;
+
+/// The secret used when none is given: fine on a laptop, refused nowhere, announced loudly.
+pub(crate) const DEV_SECRET: &str = "converge-development-secret-do-not-use-in-production";
+
+/// Options of `converge serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The server store: a SQLite file path.
+    #[arg(long, default_value = "converge-server.db")]
+    db: String,
+    /// The HTTP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// The HS256 secret that signs tokens (default: a development secret, with a warning).
+    #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Most mutations in one batch.
+    #[arg(long, default_value_t = 500)]
+    max_batch: usize,
+    /// Most bytes in one request body.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Most bytes of a record's fields as JSON.
+    #[arg(long, default_value_t = 256 << 10)]
+    max_record_bytes: usize,
+}
+
+/// Options of `converge token`.
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// The tenant the token is for.
+    #[arg(long)]
+    tenant: String,
+    /// The user the token is for.
+    #[arg(long)]
+    user: String,
+    /// How long it is valid: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = duration::parse)]
+    ttl: std::time::Duration,
+    /// The HS256 secret (the server's).
+    #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+fn secret(given: Option<String>, warn: bool) -> String {
+    given.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        if warn {
+            eprintln!("warning: no --jwt-secret or CONVERGE_JWT_SECRET given; using the development secret");
+        }
+        DEV_SECRET.to_owned()
+    })
+}
+
+pub(crate) fn token(args: TokenArgs) -> Result<()> {
+    if args.tenant.is_empty() || args.user.is_empty() {
+        bail!("--tenant and --user must not be empty");
+    }
+    let auth = JwtAuth::new(secret(args.jwt_secret, false).as_bytes());
+    println!("{}", auth.issue(&args.tenant, &args.user, args.ttl)?);
+    Ok(())
+}
+
+/// A server running inside this process.
+pub(crate) struct RunningServer {
+    /// The bound address.
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<converge_http::Result<()>>,
+}
+
+impl RunningServer {
+    /// The base URL of the HTTP API.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes requests in flight, and waits.
+    pub(crate) async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await?.context("server failed")?;
+        Ok(())
+    }
+}
+
+/// Starts the server on a SQLite file.
+pub(crate) async fn start(db: &Path, listen: SocketAddr, secret: &str, limits: Limits) -> Result<RunningServer> {
+    let store =
+        SqliteServerStore::open(db).with_context(|| format!("cannot open the server store {}", db.display()))?;
+    let service = SyncService::new(Arc::new(store), limits);
+    let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
+    let app = router(Arc::new(service), auth, ServerConfig { limits });
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(converge_http::server::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer { addr, stop: Some(stop), task })
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    if args.db.starts_with("postgres://") || args.db.starts_with("postgresql://") {
+        bail!("this build serves from a SQLite file only; PostgreSQL support is not built yet");
+    }
+    let secret = secret(args.jwt_secret, true);
+    let limits = Limits {
+        max_batch: args.max_batch,
+        max_body_bytes: args.max_body_bytes,
+        max_record_bytes: args.max_record_bytes,
+    };
+    let server = start(Path::new(&args.db), args.listen, &secret, limits).await?;
+    println!("converge server listening on {} (store: {})", server.url(), args.db);
+    tracing::info!(addr = %server.addr, "listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,104 @@
+//! The `converge` command line: client commands with --json, exit codes, and the demo.
+
+use converge_test_support::{converge, converge_status};
+use serde_json::Value;
+
+use crate::{bin, server};
+
+fn client(db: &str, url: &str, token: &str, args: &[&str]) -> Value {
+    let mut all = vec!["client", "--db", db, "--server", url, "--token", token, "--json"];
+    all.extend_from_slice(args);
+    let out = converge(bin(), &all).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn client_commands_drive_two_device_stores_through_a_server() {
+    let srv = server();
+    let token = srv.token("acme", "carol").unwrap();
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let rec = client(a, &url, &token, &["put", "notes", "n1", r#"{"title": "hello", "body": "x"}"#]);
+    assert_eq!(rec["state"], "pending");
+    let rec = client(a, &url, &token, &["put", "notes", "n1", r#"{"body": "y"}"#]);
+    assert_eq!(rec["fields"]["title"], "hello", "put on an existing record patches it");
+    assert_eq!(rec["fields"]["body"], "y");
+    let status = client(a, &url, &token, &["status"]);
+    assert_eq!(status["pending"], 1);
+    assert_eq!(status["phase"], "idle");
+    let synced = client(a, &url, &token, &["sync"]);
+    assert_eq!(synced["report"]["accepted"], 1);
+    assert_eq!(client(a, &url, &token, &["get", "notes", "n1"])["state"], "synced");
+
+    client(b, &url, &token, &["sync"]);
+    let list = client(b, &url, &token, &["list", "notes"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // A conflict, settled from the shell, visible in the journal.
+    client(a, &url, &token, &["put", "notes", "n1", r#"{"title": "from a"}"#]);
+    client(b, &url, &token, &["put", "notes", "n1", r#"{"title": "from b"}"#]);
+    client(a, &url, &token, &["sync"]);
+    let s = client(b, &url, &token, &["sync"]);
+    assert_eq!(s["report"]["conflicts"], 1);
+    assert_eq!(s["status"]["open_conflicts"], 1);
+    let conflicts = client(b, &url, &token, &["conflicts"]);
+    let id = conflicts[0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(conflicts[0]["local"]["title"], "from b");
+    client(b, &url, &token, &["resolve", &id, "--accept-server"]);
+    let journal = client(b, &url, &token, &["journal"]);
+    assert_eq!(journal[0]["outcome"], "take_server");
+    assert_eq!(journal[0]["losing"]["title"], "from b");
+    assert_eq!(client(b, &url, &token, &["get", "notes", "n1"])["fields"]["title"], "from a");
+
+    client(a, &url, &token, &["delete", "notes", "n1"]);
+    client(a, &url, &token, &["sync"]);
+    client(b, &url, &token, &["sync"]);
+    assert!(client(b, &url, &token, &["list", "notes"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn failures_exit_non_zero_with_a_clear_message_and_sync_resumes() {
+    let mut srv = server();
+    let token = srv.token("acme", "dave").unwrap();
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let db = db.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["client", "--db", db, "--server", &url, "--token", &token];
+        all.extend_from_slice(args);
+        converge_status(bin(), &all).unwrap()
+    };
+    let (ok, _, err) = run(&["put", "notes", "n1", "{not json"]);
+    assert!(!ok && err.contains("not valid JSON"), "{err}");
+    let (ok, _, err) = run(&["get", "notes", "missing"]);
+    assert!(!ok && err.contains("no record"), "{err}");
+    let (ok, _, err) = converge_status(bin(), &["client", "--db", db, "sync"]).unwrap();
+    assert!(!ok && err.contains("no token"), "{err}");
+    let (ok, _, _) = run(&["put", "notes", "n1", r#"{"a": 1}"#]);
+    assert!(ok);
+    srv.kill().unwrap();
+    let (ok, _, err) = run(&["sync"]);
+    assert!(!ok && err.contains("offline"), "{err}");
+    let (_, out, _) = run(&["--json", "status"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pending"], 1, "nothing dropped while offline");
+    srv.restart().unwrap();
+    let (ok, out, err) = run(&["sync"]);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = run(&["--json", "status"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pending"], 0);
+}
+
+#[test]
+fn the_demo_runs_and_converges() {
+    let (ok, out, err) = converge_status(bin(), &["demo"]).unwrap();
+    assert!(ok, "demo failed: {err}\n{out}");
+    assert!(out.contains("converged:"), "{out}");
+    assert!(out.contains("conflict #"), "{out}");
+}

@@ -1,0 +1,37 @@
+//! End-to-end tests over real parts: a `converge serve` child process on loopback, device stores
+//! in SQLite files on disk, real HTTP.
+
+mod bad_input;
+mod commands;
+mod crash;
+mod devices;
+mod idempotency;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use converge_core::Engine;
+use converge_http::client::HttpClient;
+use converge_sqlite::SqliteStore;
+use converge_test_support::ServerProcess;
+
+pub(crate) fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_converge"))
+}
+
+pub(crate) fn server() -> ServerProcess {
+    ServerProcess::start(bin()).expect("start converge serve")
+}
+
+/// A device: a store file in `dir` and an HTTP client to `url`.
+pub(crate) fn device(dir: &Path, name: &str, url: &str, token: &str) -> Engine {
+    let store = SqliteStore::open(dir.join(format!("{name}.db"))).expect("open device store");
+    let api = Arc::new(HttpClient::new(url, token.to_owned()).expect("client"));
+    Engine::builder(Box::new(store)).api(api).build().expect("engine")
+}
+
+/// A plain HTTP client for speaking the wire contract directly.
+pub(crate) fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().expect("reqwest client")
+}

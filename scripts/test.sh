@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace from a clean clone: formatting, clippy, and all
+# tests (which start real `converge serve` processes on loopback themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+  if ! "$@" >/dev/null 2>&1; then
+    echo "missing: '$*' failed. Install the Rust toolchain with rustup (components rustfmt and clippy)." >&2
+    exit 1
+  fi
+}
+need cargo --version
+need cargo fmt --version
+need cargo clippy --version
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked

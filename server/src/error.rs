@@ -1,0 +1,123 @@
+//! Errors of the server crate, and their one mapping to [`converge_core::Error`].
+//!
+//! Messages name what failed, never record contents: a JSON error keeps only its category and
+//! position, not the text serde would quote.
+
+/// The server crate's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQLite store failed.
+    #[cfg(feature = "sqlite")]
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A schema migration failed.
+    #[cfg(feature = "sqlite")]
+    #[error("schema migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The database was written by a newer build; it is left untouched.
+    #[error("the database schema is version {found}, newer than the {known} this build knows")]
+    SchemaTooNew {
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// Stored or outgoing JSON could not be (de)serialized.
+    #[error("json ({category}) at line {line}, column {column}")]
+    Json {
+        /// serde_json's category (io, syntax, data, eof).
+        category: &'static str,
+        /// The line of the error.
+        line: usize,
+        /// The column of the error.
+        column: usize,
+    },
+    /// A number outside what the store can hold (e.g. a sequence over `i64::MAX`).
+    #[error("number out of range: {0}")]
+    OutOfRange(&'static str),
+    /// A stored value that does not parse (the column is named, not the value).
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+    /// A feed position beyond the tenant's current change sequence (a client mistake).
+    #[error("the cursor is ahead of the change feed")]
+    CursorAhead,
+    /// A token could not be made.
+    #[error("token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+    /// The caller passed something the server cannot accept.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// The server crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        Error::Json { category, line: e.line(), column: e.column() }
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed (SQLite busy or locked).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<Error> for converge_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidInput(detail) => converge_core::Error::InvalidInput(detail),
+            Error::CursorAhead => converge_core::ApiError::invalid("the cursor is ahead of the change feed").into(),
+            e => converge_core::Error::Store { retryable: e.is_retryable(), detail: e.to_string() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_can_cross_threads_into_anyhow() {
+        fn check<T: std::error::Error + Send + Sync + 'static>() {}
+        check::<Error>();
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_contents() {
+        let e: Error = serde_json::from_str::<u32>("\"secret-value\"").unwrap_err().into();
+        let text = e.to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("data"), "{text}");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn busy_is_retryable_and_maps_to_a_retryable_store_error() {
+        let busy =
+            Error::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None));
+        assert!(busy.is_retryable());
+        let core: converge_core::Error = busy.into();
+        assert!(matches!(core, converge_core::Error::Store { retryable: true, .. }));
+        let other: converge_core::Error = Error::OutOfRange("seq").into();
+        assert!(matches!(other, converge_core::Error::Store { retryable: false, .. }));
+    }
+}

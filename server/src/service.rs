@@ -1,0 +1,267 @@
+//! The sync service: [`SyncService`] serves the [`SyncApi`] to each caller over any
+//! [`ServerStore`], with idempotency keys (replay, reuse, in flight), limits, and the change feed's
+//! opaque cursors.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use converge_core::model::{validate_entity, validate_record_id};
+use converge_core::server_store::{ServerStore, StoredPush};
+use converge_core::wire::{
+    Change, Limits, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PullRequest, PullResponse, PushBatch, PushRequest,
+    PushResponse, validate_idempotency_key,
+};
+use converge_core::{ApiError, Code, Scope, SyncApi, Tenancy};
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, Span, debug, error, field, info_span, warn};
+
+/// How long a client should wait after the store answered busy.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// (tenant, user, idempotency key) of a push that is running.
+type InFlightKey = (String, String, String);
+
+struct Inner {
+    store: Arc<dyn ServerStore>,
+    limits: Limits,
+    in_flight: Mutex<HashSet<InFlightKey>>,
+}
+
+/// The sync service over a server store. Cheap to clone: clones share the store and the set of
+/// pushes in flight.
+#[derive(Clone)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService").field("limits", &self.inner.limits).finish_non_exhaustive()
+    }
+}
+
+impl SyncService {
+    /// A service over `store`, enforcing `limits`.
+    pub fn new(store: Arc<dyn ServerStore>, limits: Limits) -> Self {
+        SyncService { inner: Arc::new(Inner { store, limits, in_flight: Mutex::new(HashSet::new()) }) }
+    }
+
+    /// The limits the service enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The API as seen by `scope`, as a concrete type (see [`Tenancy::scoped`] for the `dyn` one).
+    pub fn for_scope(&self, scope: Scope) -> ScopedSync {
+        ScopedSync { inner: Arc::clone(&self.inner), scope }
+    }
+}
+
+impl Tenancy for SyncService {
+    fn scoped(&self, scope: Scope) -> Arc<dyn SyncApi> {
+        Arc::new(self.for_scope(scope))
+    }
+}
+
+/// The sync API for one tenant and user.
+#[derive(Clone)]
+pub struct ScopedSync {
+    inner: Arc<Inner>,
+    scope: Scope,
+}
+
+impl std::fmt::Debug for ScopedSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedSync").field("scope", &self.scope).finish_non_exhaustive()
+    }
+}
+
+impl ScopedSync {
+    /// The caller this API is scoped to.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    async fn push_in_span(&self, req: PushRequest) -> converge_core::Result<PushResponse> {
+        let key = req.idempotency_key.as_str();
+        validate_idempotency_key(key)?;
+        Span::current().record("key", key);
+        req.batch.validate(&self.inner.limits)?;
+        let hash = body_hash(&req.batch)?;
+        let store = &self.inner.store;
+
+        if let Some(stored) = store.stored_push(&self.scope, key).await.map_err(store_error("stored_push"))? {
+            return replay(stored, &hash);
+        }
+        let _in_flight = InFlight::begin(&self.inner, &self.scope, key).ok_or_else(|| {
+            debug!("push refused: the key is in flight");
+            ApiError::new(Code::IdempotencyKeyInFlight, "a request with this Idempotency-Key is still running")
+        })?;
+        let applied = store
+            .apply_batch(&self.scope, key, &hash, &req.batch.mutations, &self.inner.limits)
+            .await
+            .map_err(store_error("apply_batch"))?;
+        match applied {
+            Ok(response) => {
+                debug!(
+                    accepted = response.accepted.len(),
+                    conflicts = response.conflicts.len(),
+                    rejected = response.rejected.len(),
+                    "push applied"
+                );
+                Ok(response)
+            }
+            Err(stored) => replay(stored, &hash),
+        }
+    }
+
+    async fn pull_in_span(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
+        let limit = match req.limit {
+            None => PULL_LIMIT_DEFAULT,
+            Some(0) => return Err(ApiError::invalid("limit is at least 1").into()),
+            Some(n) => n.min(PULL_LIMIT_MAX),
+        };
+        let tenant = self.scope.tenant.as_str();
+        let store = &self.inner.store;
+        let after = match req.cursor.as_deref() {
+            None => 0,
+            Some(cursor) => {
+                let after = decode_cursor(cursor)?;
+                let horizon = store.horizon(tenant).await.map_err(store_error("horizon"))?;
+                if after < horizon {
+                    debug!(after, horizon, "pull refused: cursor expired");
+                    return Err(ApiError::new(
+                        Code::CursorExpired,
+                        "the cursor is older than the server's retention horizon; sync again from the start",
+                    )
+                    .into());
+                }
+                after
+            }
+        };
+        let page = store.changes(tenant, after, limit).await.map_err(store_error("changes"))?;
+        debug!(after, changes = page.changes.len(), last_seq = page.last_seq, has_more = page.has_more, "pull");
+        Ok(PullResponse { changes: page.changes, cursor: encode_cursor(page.last_seq), has_more: page.has_more })
+    }
+
+    async fn record_in_span(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
+        validate_entity(entity).map_err(|e| ApiError::invalid(e.to_string()))?;
+        validate_record_id(record_id).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let found =
+            self.inner.store.record(&self.scope.tenant, entity, record_id).await.map_err(store_error("record"))?;
+        found.ok_or_else(|| ApiError::new(Code::NotFound, "no such record").into())
+    }
+}
+
+#[async_trait]
+impl SyncApi for ScopedSync {
+    async fn push(&self, req: PushRequest) -> converge_core::Result<PushResponse> {
+        let span = info_span!(
+            "push",
+            tenant = %self.scope.tenant,
+            key = field::Empty,
+            ops = req.batch.mutations.len()
+        );
+        self.push_in_span(req).instrument(span).await
+    }
+
+    async fn pull(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
+        let span = info_span!("pull", tenant = %self.scope.tenant, limit = ?req.limit);
+        self.pull_in_span(req).instrument(span).await
+    }
+
+    async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
+        let span = info_span!("record", tenant = %self.scope.tenant);
+        self.record_in_span(entity, record_id).instrument(span).await
+    }
+}
+
+/// Marks (tenant, user, key) as running until dropped, on every exit path.
+struct InFlight {
+    inner: Arc<Inner>,
+    key: InFlightKey,
+}
+
+impl InFlight {
+    /// `None` if the key is already running.
+    fn begin(inner: &Arc<Inner>, scope: &Scope, key: &str) -> Option<InFlight> {
+        let key = (scope.tenant.clone(), scope.user.clone(), key.to_owned());
+        let mut set = inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        set.insert(key.clone()).then(|| InFlight { inner: Arc::clone(inner), key })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+/// The stored response again if the body is the same one, else `idempotency_key_reused`.
+fn replay(stored: StoredPush, hash: &str) -> converge_core::Result<PushResponse> {
+    if stored.body_hash != hash {
+        debug!("push refused: the key was used with another body");
+        return Err(ApiError::new(
+            Code::IdempotencyKeyReused,
+            "this Idempotency-Key was used before with another request body",
+        )
+        .into());
+    }
+    debug!("push replayed");
+    let mut response = stored.response;
+    response.replayed = true;
+    Ok(response)
+}
+
+/// Hex SHA-256 of the batch's canonical JSON (fields in declaration order, object keys sorted).
+fn body_hash(batch: &PushBatch) -> converge_core::Result<String> {
+    let bytes = serde_json::to_vec(batch).map_err(|e| {
+        error!(category = ?e.classify(), "cannot serialize a push batch");
+        converge_core::Error::from(ApiError::new(Code::Internal, "internal server error"))
+    })?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Turns a store failure into what the caller sees: a client mistake keeps its code, busy is
+/// `unavailable` with a retry delay, anything else is `internal` with the detail only in the log.
+fn store_error(op: &'static str) -> impl Fn(converge_core::Error) -> converge_core::Error {
+    move |e| match e {
+        converge_core::Error::Api(api) => api.into(),
+        converge_core::Error::Store { retryable: true, detail } => {
+            warn!(op, %detail, "store busy");
+            ApiError::new(Code::Unavailable, "the server is busy; retry shortly")
+                .with_retry_after(BUSY_RETRY_AFTER)
+                .into()
+        }
+        other => {
+            error!(op, detail = %other, "store failed");
+            ApiError::new(Code::Internal, "internal server error").into()
+        }
+    }
+}
+
+/// The opaque cursor for a feed position.
+fn encode_cursor(seq: u64) -> String {
+    format!("c{seq}")
+}
+
+/// Reads a cursor made by [`encode_cursor`]; anything else is `invalid_request`.
+fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
+    let invalid = || ApiError::invalid("the cursor is not one this server gave out");
+    let digits = cursor.strip_prefix('c').ok_or_else(invalid)?;
+    let canonical =
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return Err(invalid());
+    }
+    let seq: u64 = digits.parse().map_err(|_| invalid())?;
+    if seq > i64::MAX as u64 {
+        return Err(invalid());
+    }
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests;

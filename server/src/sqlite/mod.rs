@@ -1,0 +1,246 @@
+//! The embedded server store on SQLite: one file in WAL mode, one writer connection and a few
+//! reader connections (so pulls never wait behind a push), used from `spawn_blocking` so the
+//! async service never blocks its runtime.
+
+mod rows;
+mod schema;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use converge_core::Scope;
+use converge_core::check::{Decision, decide};
+use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
+use converge_core::wire::{Accepted, Change, Limits, Mutation, OpOutcome, PushResponse};
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// How long a write waits for another connection's lock before answering busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A tenant's figures, for tests and inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantStats {
+    /// The tenant's change sequence: the number of changes ever applied.
+    pub seq: u64,
+    /// The sum of all the tenant's record versions. Each applied change adds one to a version and
+    /// one to the sequence, so this equals `seq` unless a change was lost or applied twice.
+    pub version_sum: u64,
+    /// How many records (tombstones included) the tenant has.
+    pub records: u64,
+    /// The oldest sequence a cursor may still name.
+    pub horizon: u64,
+}
+
+/// Reader connections of a file-backed store.
+const READERS: usize = 4;
+
+/// The SQLite server store. Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct SqliteServerStore {
+    conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// Read-only connections; empty for an in-memory store, which reads through the writer.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteServerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteServerStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteServerStore {
+    /// Opens (or creates) the database file at `path` and brings its schema up to date. A file
+    /// written by a newer build is refused with [`Error::SchemaTooNew`] and left untouched.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut store = Self::setup(Connection::open(path)?)?;
+        let mut conns = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "query_only", true)?;
+            conns.push(Mutex::new(conn));
+        }
+        store.readers = Arc::new(Readers { conns, next: AtomicUsize::new(0) });
+        Ok(store)
+    }
+
+    /// A store in memory, gone when dropped: for unit tests only.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteServerStore {
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Readers { conns: Vec::new(), next: AtomicUsize::new(0) }),
+        })
+    }
+
+    /// Runs `f` with the connection. A panic inside `f` rolls its transaction back as it unwinds,
+    /// so a poisoned lock still guards a consistent connection.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    /// Runs a read on a reader connection (a free one if any), off the async runtime.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let readers = &this.readers.conns;
+            if readers.is_empty() {
+                return this.with_conn(|conn| f(conn));
+            }
+            let free = readers.iter().find_map(|r| r.try_lock().ok());
+            let conn = match free {
+                Some(conn) => conn,
+                None => {
+                    let i = this.readers.next.fetch_add(1, Ordering::Relaxed) % readers.len();
+                    readers[i].lock().unwrap_or_else(PoisonError::into_inner)
+                }
+            };
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.with_conn(f)).await.map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// A tenant's figures (blocking: a short read).
+    pub fn stats(&self, tenant: &str) -> Result<TenantStats> {
+        self.with_conn(|conn| {
+            let (seq, horizon) = rows::counter(conn, tenant)?;
+            let (sum, count): (i64, i64) = conn
+                .prepare_cached("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM records WHERE tenant = ?1")?
+                .query_row([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(TenantStats {
+                seq,
+                version_sum: rows::to_u64(sum, "sum of versions")?,
+                records: rows::to_u64(count, "record count")?,
+                horizon,
+            })
+        })
+    }
+
+    /// Moves the tenant's retention horizon forward to `seq` (never back, never past the current
+    /// sequence): cursors older than it get `cursor_expired`. Compaction calls this once it has
+    /// dropped what older cursors would need (blocking: a short write).
+    pub fn advance_horizon(&self, tenant: &str, seq: u64) -> Result<()> {
+        let seq = rows::to_i64(seq, "horizon")?;
+        self.with_conn(|conn| {
+            rows::ensure_counter(conn, tenant)?;
+            conn.prepare_cached("UPDATE counters SET horizon = MAX(horizon, MIN(?2, seq)) WHERE tenant = ?1")?
+                .execute(rusqlite::params![tenant, seq])?;
+            Ok(())
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// The whole of a push in one immediate transaction (see [`ServerStore::apply_batch`]).
+fn apply_batch(
+    conn: &mut Connection,
+    scope: &Scope,
+    key: &str,
+    body_hash: &str,
+    mutations: &[Mutation],
+    limits: &Limits,
+) -> Result<std::result::Result<PushResponse, StoredPush>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(stored) = rows::stored_push(&tx, scope, key)? {
+        return Ok(Err(stored));
+    }
+    let tenant = scope.tenant.as_str();
+    let now = now_ms();
+    rows::ensure_counter(&tx, tenant)?;
+    let mut response = PushResponse::default();
+    for m in mutations {
+        if let Some(stored) = rows::op_result(&tx, tenant, m.op_id)? {
+            response.push(stored);
+            continue;
+        }
+        let current = rows::load_record(&tx, tenant, &m.entity, &m.record_id)?;
+        let outcome = match decide(m, current.as_ref(), limits) {
+            Decision::Apply(rec) => {
+                let seq = rows::next_seq(&tx, tenant)?;
+                rows::save_record(&tx, tenant, &rec, seq)?;
+                OpOutcome::Accepted(Accepted {
+                    op_id: m.op_id,
+                    entity: m.entity.clone(),
+                    record_id: m.record_id.clone(),
+                    version: rec.version,
+                })
+            }
+            Decision::Answer(outcome) => outcome,
+        };
+        if Decision::outcome_is_final(&outcome) {
+            rows::insert_op_result(&tx, tenant, m.op_id, &outcome, now)?;
+        }
+        response.push(outcome);
+    }
+    rows::insert_push(&tx, scope, key, body_hash, &response, now)?;
+    tx.commit()?;
+    Ok(Ok(response))
+}
+
+#[async_trait]
+impl ServerStore for SqliteServerStore {
+    async fn stored_push(&self, scope: &Scope, key: &str) -> converge_core::Result<Option<StoredPush>> {
+        let (scope, key) = (scope.clone(), key.to_owned());
+        Ok(self.read(move |conn| rows::stored_push(conn, &scope, &key)).await?)
+    }
+
+    async fn apply_batch(
+        &self,
+        scope: &Scope,
+        key: &str,
+        body_hash: &str,
+        mutations: &[Mutation],
+        limits: &Limits,
+    ) -> converge_core::Result<std::result::Result<PushResponse, StoredPush>> {
+        let (scope, key, body_hash) = (scope.clone(), key.to_owned(), body_hash.to_owned());
+        let (mutations, limits) = (mutations.to_vec(), *limits);
+        Ok(self.run(move |conn| apply_batch(conn, &scope, &key, &body_hash, &mutations, &limits)).await?)
+    }
+
+    async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {
+        let tenant = tenant.to_owned();
+        Ok(self.read(move |conn| rows::changes(conn, &tenant, after, limit)).await?)
+    }
+
+    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
+        let tenant = tenant.to_owned();
+        Ok(self.read(move |conn| Ok(rows::counter(conn, &tenant)?.1)).await?)
+    }
+
+    async fn record(&self, tenant: &str, entity: &str, record_id: &str) -> converge_core::Result<Option<Change>> {
+        let (tenant, entity, record_id) = (tenant.to_owned(), entity.to_owned(), record_id.to_owned());
+        Ok(self.read(move |conn| rows::record(conn, &tenant, &entity, &record_id)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

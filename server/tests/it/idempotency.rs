@@ -1,0 +1,209 @@
+//! Idempotency keys: replay byte for byte, reuse with another body (422), in flight (409), the
+//! race where the key is stored meanwhile, and keys freed on every exit path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
+use converge_core::wire::{Change, Limits, Mutation, PushResponse};
+use converge_core::{Code, Scope, Tenancy};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn the_same_key_and_batch_replays_the_stored_response_byte_for_byte() {
+    let server = Server::new();
+    let api = server.api("acme", "alice");
+    push(&api, vec![create("n1", json!({"title": "t", "n": 1.5}))]).await;
+    let req = request(
+        "batch-1",
+        vec![update("n1", 1, json!({"title": "t2"})), update("nope", 1, json!({})), create("n1", json!({}))],
+    );
+    let first = api.push(req.clone()).await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!((first.accepted.len(), first.rejected.len(), first.conflicts.len()), (1, 1, 1));
+    let before = server.stats("acme");
+
+    let second = api.push(req.clone()).await.unwrap();
+    assert!(second.replayed);
+    assert_eq!(serde_json::to_vec(&second).unwrap(), serde_json::to_vec(&first).unwrap());
+    assert_eq!(server.stats("acme"), before);
+    // Also through a fresh service over the same file: the key is stored, not only remembered.
+    let again = server.service_over(Arc::new(server.store.clone())).scoped(scope("acme", "alice"));
+    let third = again.push(req).await.unwrap();
+    assert!(third.replayed);
+    assert_eq!(serde_json::to_vec(&third).unwrap(), serde_json::to_vec(&first).unwrap());
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_batch_is_refused_with_422() {
+    let server = Server::new();
+    let api = server.api("acme", "alice");
+    api.push(request("k", vec![create("n1", json!({"a": 1}))])).await.unwrap();
+    let err = api.push(request("k", vec![create("n2", json!({"a": 1}))])).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::IdempotencyKeyReused));
+    assert_eq!(Code::IdempotencyKeyReused.http_status(), 422);
+    assert_eq!(api.record("notes", "n2").await.unwrap_err().code(), Some(Code::NotFound));
+    // The key is scoped by user: another user's same key runs.
+    let bob = server.api("acme", "bob");
+    let r = bob.push(request("k", vec![create("n2", json!({"a": 1}))])).await.unwrap();
+    assert_eq!((r.accepted.len(), r.replayed), (1, false));
+}
+
+/// A store whose `apply_batch` waits for a permit, so a push stays in flight as long as a test
+/// wants; `entered` counts the calls that reached it.
+struct GatedStore {
+    inner: Arc<dyn ServerStore>,
+    gate: Semaphore,
+    entered: Semaphore,
+}
+
+#[async_trait]
+impl ServerStore for GatedStore {
+    async fn stored_push(&self, scope: &Scope, key: &str) -> converge_core::Result<Option<StoredPush>> {
+        self.inner.stored_push(scope, key).await
+    }
+
+    async fn apply_batch(
+        &self,
+        scope: &Scope,
+        key: &str,
+        body_hash: &str,
+        mutations: &[Mutation],
+        limits: &Limits,
+    ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
+        self.entered.add_permits(1);
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.apply_batch(scope, key, body_hash, mutations, limits).await
+    }
+
+    async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {
+        self.inner.changes(tenant, after, limit).await
+    }
+
+    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
+        self.inner.horizon(tenant).await
+    }
+
+    async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {
+        self.inner.record(tenant, entity, id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_while_the_first_runs_is_refused_with_409() {
+    let server = Server::new();
+    let gated = Arc::new(GatedStore {
+        inner: Arc::new(server.store.clone()),
+        gate: Semaphore::new(0),
+        entered: Semaphore::new(0),
+    });
+    let service = server.service_over(gated.clone());
+    let api = service.scoped(scope("acme", "alice"));
+    let req = request("k", vec![create("n1", json!({"a": 1}))]);
+
+    let first = tokio::spawn({
+        let (api, req) = (api.clone(), req.clone());
+        async move { api.push(req).await }
+    });
+    // Wait until the first push is inside the store.
+    tokio::time::timeout(Duration::from_secs(10), gated.entered.acquire()).await.unwrap().unwrap().forget();
+
+    // (A timeout, so a broken in-flight check fails the test instead of hanging at the gate.)
+    let in_time = |push| async { tokio::time::timeout(Duration::from_secs(10), push).await.expect("not refused") };
+    let err = in_time(api.push(req.clone())).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::IdempotencyKeyInFlight));
+    assert_eq!(err.code().unwrap().http_status(), 409);
+    // Another body under the same key is in flight too (the first has not been stored yet).
+    let other = in_time(api.push(request("k", vec![create("n2", json!({}))]))).await.unwrap_err();
+    assert_eq!(other.code(), Some(Code::IdempotencyKeyInFlight));
+    // Another user's same key is not blocked by it: it reaches the store.
+    let bob = service.scoped(scope("acme", "bob"));
+    let bobs = tokio::spawn({
+        let req = request("k", vec![create("b1", json!({}))]);
+        async move { bob.push(req).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), gated.entered.acquire()).await.unwrap().unwrap().forget();
+
+    gated.gate.add_permits(2);
+    let done = first.await.unwrap().unwrap();
+    assert_eq!((done.accepted.len(), done.replayed), (1, false));
+    assert_eq!(bobs.await.unwrap().unwrap().accepted.len(), 1);
+    // Once finished, the key replays instead.
+    let replay = api.push(req).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.accepted, done.accepted);
+}
+
+/// A store that forgets stored pushes when asked (as if the first request stored its key right
+/// after the check), and fails `apply_batch` the first `failures` times: busy first, then broken.
+struct FlakyStore {
+    inner: Arc<dyn ServerStore>,
+    failures: AtomicUsize,
+}
+
+#[async_trait]
+impl ServerStore for FlakyStore {
+    async fn stored_push(&self, _scope: &Scope, _key: &str) -> converge_core::Result<Option<StoredPush>> {
+        Ok(None)
+    }
+
+    async fn apply_batch(
+        &self,
+        scope: &Scope,
+        key: &str,
+        body_hash: &str,
+        mutations: &[Mutation],
+        limits: &Limits,
+    ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
+        match self.failures.fetch_sub(1, Ordering::SeqCst) {
+            2 => Err(converge_core::Error::Store { detail: "database is locked".into(), retryable: true }),
+            1 => Err(converge_core::Error::store("disk I/O error")),
+            _ => self.inner.apply_batch(scope, key, body_hash, mutations, limits).await,
+        }
+    }
+
+    async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {
+        self.inner.changes(tenant, after, limit).await
+    }
+
+    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
+        self.inner.horizon(tenant).await
+    }
+
+    async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {
+        self.inner.record(tenant, entity, id).await
+    }
+}
+
+#[tokio::test]
+async fn store_failures_free_the_key_and_a_raced_key_still_replays_or_refuses() {
+    let server = Server::new();
+    let flaky = Arc::new(FlakyStore { inner: Arc::new(server.store.clone()), failures: AtomicUsize::new(2) });
+    let api = server.service_over(flaky).scoped(scope("acme", "alice"));
+    let req = request("k", vec![create("n1", json!({"a": 1}))]);
+
+    let busy = api.push(req.clone()).await.unwrap_err();
+    let converge_core::Error::Api(busy) = busy else { panic!("{busy:?}") };
+    assert_eq!((busy.code, busy.retry_after), (Code::Unavailable, Some(Duration::from_secs(1))));
+
+    let broken = api.push(req.clone()).await.unwrap_err();
+    let converge_core::Error::Api(broken) = broken else { panic!("{broken:?}") };
+    assert_eq!(broken.code, Code::Internal);
+    assert!(!broken.detail.contains("disk"), "{}", broken.detail);
+
+    // The failed attempts left the key free and stored nothing: this one runs.
+    let first = api.push(req.clone()).await.unwrap();
+    assert!(!first.replayed);
+    // The key check misses (the race), so the store's own check in the transaction decides.
+    let raced = api.push(req).await.unwrap();
+    assert!(raced.replayed);
+    assert_eq!(raced.accepted, first.accepted);
+    let reused = api.push(request("k", vec![create("n9", json!({}))])).await.unwrap_err();
+    assert_eq!(reused.code(), Some(Code::IdempotencyKeyReused));
+    assert_eq!(server.stats("acme").seq, 1);
+}

@@ -1,0 +1,93 @@
+//! Test helpers: a service over a SQLite file in a temp dir, and mutation builders.
+
+use std::sync::Arc;
+
+use converge_core::hlc::Hlc;
+use converge_core::model::{CheckMode, Op};
+use converge_core::server_store::ServerStore;
+use converge_core::wire::{Limits, Mutation, PushBatch, PushRequest, PushResponse};
+use converge_core::{Scope, SyncApi, Tenancy};
+use converge_server::{SqliteServerStore, SyncService, TenantStats};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A service over a fresh SQLite file.
+pub(crate) struct Server {
+    _dir: tempfile::TempDir,
+    pub(crate) store: SqliteServerStore,
+    pub(crate) service: SyncService,
+}
+
+impl Server {
+    pub(crate) fn new() -> Server {
+        Server::with_limits(Limits::default())
+    }
+
+    pub(crate) fn with_limits(limits: Limits) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+        let service = SyncService::new(Arc::new(store.clone()), limits);
+        Server { _dir: dir, store, service }
+    }
+
+    /// A service over `store` (a wrapper of this server's store), sharing nothing else.
+    pub(crate) fn service_over(&self, store: Arc<dyn ServerStore>) -> SyncService {
+        SyncService::new(store, Limits::default())
+    }
+
+    pub(crate) fn api(&self, tenant: &str, user: &str) -> Arc<dyn SyncApi> {
+        self.service.scoped(scope(tenant, user))
+    }
+
+    pub(crate) fn stats(&self, tenant: &str) -> TenantStats {
+        self.store.stats(tenant).unwrap()
+    }
+}
+
+pub(crate) fn scope(tenant: &str, user: &str) -> Scope {
+    Scope { tenant: tenant.into(), user: user.into() }
+}
+
+pub(crate) fn obj(v: Value) -> converge_core::Fields {
+    v.as_object().expect("a JSON object").clone()
+}
+
+/// A mutation of `notes/<id>` by device `d1` at HLC millis `ms`.
+pub(crate) fn mutation(op: Op, id: &str, base: u64, patch: Value, check: CheckMode, ms: u64) -> Mutation {
+    Mutation {
+        op_id: Uuid::now_v7(),
+        entity: "notes".into(),
+        record_id: id.into(),
+        op,
+        base_version: base,
+        patch: obj(patch),
+        hlc: Hlc { millis: 1_764_064_800_000 + ms, counter: 0, device: "d1".into() },
+        check,
+    }
+}
+
+pub(crate) fn create(id: &str, patch: Value) -> Mutation {
+    mutation(Op::Create, id, 0, patch, CheckMode::Fields, 0)
+}
+
+pub(crate) fn update(id: &str, base: u64, patch: Value) -> Mutation {
+    mutation(Op::Update, id, base, patch, CheckMode::Fields, 1)
+}
+
+pub(crate) fn delete(id: &str, base: u64) -> Mutation {
+    mutation(Op::Delete, id, base, serde_json::json!({}), CheckMode::Fields, 2)
+}
+
+pub(crate) fn request(key: &str, mutations: Vec<Mutation>) -> PushRequest {
+    PushRequest { idempotency_key: key.into(), batch: PushBatch { device_id: "d1".into(), mutations } }
+}
+
+/// Pushes under a fresh key and expects success.
+pub(crate) async fn push(api: &Arc<dyn SyncApi>, mutations: Vec<Mutation>) -> PushResponse {
+    api.push(request(&Uuid::now_v7().to_string(), mutations)).await.unwrap()
+}
+
+/// The record's fields as a JSON value.
+pub(crate) async fn fields(api: &Arc<dyn SyncApi>, id: &str) -> Value {
+    Value::Object(api.record("notes", id).await.unwrap().fields)
+}

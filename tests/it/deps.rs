@@ -1,0 +1,85 @@
+//! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::process::Command;
+
+use serde_json::Value;
+
+const FORBIDDEN: &[&str] = &[
+    "reqwest",
+    "axum",
+    "hyper",
+    "tonic",
+    "rusqlite",
+    "libsqlite3-sys",
+    "sqlx",
+    "tokio-postgres",
+    "postgres",
+    "wasmtime",
+];
+
+fn metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--all-features"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("metadata JSON")
+}
+
+/// Names of every package reachable from `root` through normal (non-dev, non-build) edges.
+fn normal_tree(meta: &Value, root: &str) -> HashSet<String> {
+    let names: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: HashMap<&str, &Value> =
+        meta["resolve"]["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n)).collect();
+    let start = names.iter().find(|(_, n)| **n == root).map(|(id, _)| *id).expect("root package");
+    let mut seen = HashSet::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(id) = queue.pop_front() {
+        if !seen.insert(id) {
+            continue;
+        }
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null());
+            if normal {
+                queue.push_back(dep["pkg"].as_str().unwrap());
+            }
+        }
+    }
+    seen.into_iter().map(|id| names[id].to_owned()).collect()
+}
+
+#[test]
+fn core_has_no_network_sql_or_wasm_in_its_tree() {
+    let meta = metadata();
+    let tree = normal_tree(&meta, "converge-core");
+    assert!(tree.contains("serde_json"), "the walk must see core's real dependencies: {tree:?}");
+    let leaks: Vec<&&str> = FORBIDDEN.iter().filter(|f| tree.contains(**f)).collect();
+    assert!(leaks.is_empty(), "converge-core pulls in {leaks:?}");
+}
+
+#[test]
+fn the_check_sees_a_leak_where_there_is_one() {
+    let meta = metadata();
+    let tree = normal_tree(&meta, "converge-sqlite");
+    assert!(tree.contains("rusqlite"), "the walk must find rusqlite under converge-sqlite");
+}
+
+#[test]
+fn leaf_crates_do_not_depend_on_each_other() {
+    let meta = metadata();
+    let leaves = ["converge-sqlite", "converge-server", "converge-http"];
+    for leaf in leaves {
+        let tree = normal_tree(&meta, leaf);
+        for other in leaves.iter().filter(|o| **o != leaf) {
+            assert!(!tree.contains(*other), "{leaf} depends on {other}");
+        }
+    }
+}

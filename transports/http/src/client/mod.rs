@@ -1,0 +1,231 @@
+//! The reqwest client: implements `SyncApi` by calling a server over the wire contract v1.
+//!
+//! Failures are sorted into the classes the sync worker relies on (see `classify.rs`):
+//! connect errors, timeouts and cut connections are `Offline`; a problem+json answer is an
+//! `Api` error with the body's code; anything the client cannot understand is `Fatal`.
+
+mod classify;
+
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use converge_core::SyncApi;
+use converge_core::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse, validate_idempotency_key};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::problem::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, JSON_CONTENT_TYPE, TRACEPARENT};
+
+/// Timeouts of an [`HttpClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// How long to wait for a connection (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a whole request may take, body included (default 30 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { connect_timeout: Duration::from_secs(5), request_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// A `SyncApi` over HTTP. Cheap to share behind an `Arc`; the token can be swapped while in use.
+pub struct HttpClient {
+    http: reqwest::Client,
+    base: Url,
+    token: RwLock<String>,
+    trace_id: RwLock<Option<String>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7878`), with default timeouts.
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<HttpClient> {
+        HttpClient::with_config(base_url, token, ClientConfig::default())
+    }
+
+    /// A client with explicit timeouts.
+    pub fn with_config(base_url: &str, token: impl Into<String>, config: ClientConfig) -> Result<HttpClient> {
+        let base = Url::parse(base_url).map_err(|e| Error::Config(format!("base URL {base_url:?}: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(Error::Config(format!("base URL {base_url:?} is not an http(s) URL")));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(Error::Config(format!("base URL {base_url:?} has a query or fragment")));
+        }
+        // reqwest is built without a default crypto provider; install ring once per process
+        // (a second install fails harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("converge-http/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        Ok(HttpClient { http, base, token: RwLock::new(token.into()), trace_id: RwLock::new(None) })
+    }
+
+    /// Replaces the bearer token for the requests that follow (after a refresh).
+    pub fn set_token(&self, token: impl Into<String>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token.into();
+    }
+
+    /// Sets (or clears) the W3C trace id sent as `traceparent` with each request that follows:
+    /// 32 lowercase hex digits, not all zero.
+    pub fn set_trace_id(&self, trace_id: Option<&str>) -> Result<()> {
+        if let Some(id) = trace_id {
+            let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex || id.bytes().all(|b| b == b'0') {
+                return Err(Error::Config("a trace id is 32 lowercase hex digits, not all zero".into()));
+            }
+        }
+        *self.trace_id.write().unwrap_or_else(PoisonError::into_inner) = trace_id.map(str::to_owned);
+        Ok(())
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// `base` with `segments` appended, each percent-encoded as one path segment.
+    fn url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Config("the base URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// A fresh `traceparent` for the configured trace id: a new parent (span) id per request.
+    fn traceparent(&self) -> Option<String> {
+        let trace = self.trace_id.read().unwrap_or_else(PoisonError::into_inner).clone()?;
+        // The last 8 bytes of a UUIDv7 are random (the variant bits make them non-zero).
+        let span: String = uuid::Uuid::now_v7().as_bytes()[8..].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("00-{trace}-{span}-01"))
+    }
+
+    /// Sends a request with the token (and trace context); a non-2xx answer becomes an error.
+    async fn send(&self, rb: RequestBuilder) -> Result<classify::Reply> {
+        let token = self.token.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut rb = rb.bearer_auth(token).header(ACCEPT, JSON_CONTENT_TYPE);
+        if let Some(tp) = self.traceparent() {
+            rb = rb.header(TRACEPARENT, tp);
+        }
+        let resp = rb.send().await.map_err(classify::transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body: Vec<u8> = resp.bytes().await.map_err(classify::transport)?.into();
+        if !status.is_success() {
+            return Err(classify::error_response(status, &headers, &body));
+        }
+        Ok(classify::Reply { headers, body })
+    }
+
+    async fn push_inner(&self, req: PushRequest) -> Result<PushResponse> {
+        validate_idempotency_key(&req.idempotency_key)?;
+        let body = serde_json::to_vec(&req.batch).map_err(|e| Error::Protocol(format!("encoding the batch: {e}")))?;
+        let rb = self
+            .http
+            .post(self.url(&["v1", "sync", "mutations"])?)
+            .header(IDEMPOTENCY_KEY, req.idempotency_key)
+            .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
+            .body(body);
+        let reply = self.send(rb).await?;
+        let mut resp: PushResponse = decode(&reply)?;
+        resp.replayed = reply
+            .headers
+            .get(IDEMPOTENT_REPLAYED)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        Ok(resp)
+    }
+
+    async fn pull_inner(&self, req: PullRequest) -> Result<PullResponse> {
+        let mut url = self.url(&["v1", "sync", "changes"])?;
+        if req.cursor.is_some() || req.limit.is_some() {
+            let mut query = url.query_pairs_mut();
+            if let Some(cursor) = &req.cursor {
+                query.append_pair("cursor", cursor);
+            }
+            if let Some(limit) = req.limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+        }
+        let reply = self.send(self.http.get(url)).await?;
+        decode(&reply)
+    }
+
+    async fn record_inner(&self, entity: &str, record_id: &str) -> Result<Change> {
+        let url = self.url(&["v1", "records", entity, record_id])?;
+        let reply = self.send(self.http.get(url)).await?;
+        decode(&reply)
+    }
+}
+
+/// Parses a 2xx body; one the client cannot read is a protocol error (fatal for the engine).
+fn decode<T: DeserializeOwned>(reply: &classify::Reply) -> Result<T> {
+    serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol(format!("a success body did not parse: {e}")))
+}
+
+#[async_trait]
+impl SyncApi for HttpClient {
+    async fn push(&self, req: PushRequest) -> converge_core::Result<PushResponse> {
+        Ok(self.push_inner(req).await?)
+    }
+
+    async fn pull(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
+        Ok(self.pull_inner(req).await?)
+    }
+
+    async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
+        Ok(self.record_inner(entity, record_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_and_paths() {
+        let c = HttpClient::new("http://example.test:7878/prefix/", "t").unwrap();
+        assert_eq!(
+            c.url(&["v1", "records", "notes", "a/b c"]).unwrap().as_str(),
+            "http://example.test:7878/prefix/v1/records/notes/a%2Fb%20c"
+        );
+        let c = HttpClient::new("http://example.test", "t").unwrap();
+        assert_eq!(c.url(&["v1", "sync", "changes"]).unwrap().as_str(), "http://example.test/v1/sync/changes");
+        assert!(matches!(HttpClient::new("ftp://example.test", "t"), Err(Error::Config(_))));
+        assert!(matches!(HttpClient::new("not a url", "t"), Err(Error::Config(_))));
+        assert!(matches!(HttpClient::new("http://x.test/?a=1", "t"), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn trace_ids_are_checked_and_sent_as_traceparent() {
+        let c = HttpClient::new("http://example.test", "t").unwrap();
+        assert!(c.traceparent().is_none());
+        assert!(c.set_trace_id(Some("xyz")).is_err());
+        assert!(c.set_trace_id(Some("00000000000000000000000000000000")).is_err());
+        c.set_trace_id(Some("4bf92f3577b34da6a3ce929d0e0e4736")).unwrap();
+        let tp = c.traceparent().unwrap();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"));
+        assert_eq!(parts[2].len(), 16);
+        assert_ne!(parts[2], "0000000000000000");
+        c.set_trace_id(None).unwrap();
+        assert!(c.traceparent().is_none());
+    }
+}

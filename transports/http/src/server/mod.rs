@@ -1,0 +1,117 @@
+//! The axum server adapter: serves any `Tenancy` over the wire contract v1.
+//!
+//! [`router`] builds the routes of [`ROUTES`]; the same constants name the paths of the OpenAPI
+//! document ([`openapi`]), and a test checks that the two agree. Every error leaves as
+//! `application/problem+json` (see `response.rs`); a client mistake is never a 500.
+
+mod extract;
+mod handlers;
+mod metrics;
+mod openapi;
+mod response;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use converge_core::wire::Limits;
+use converge_core::{Authenticator, Tenancy};
+
+use crate::error::Result;
+
+pub use openapi::openapi;
+
+/// `POST`: push a batch of mutations.
+pub const PUSH_PATH: &str = "/v1/sync/mutations";
+/// `GET`: a page of the change feed.
+pub const CHANGES_PATH: &str = "/v1/sync/changes";
+/// `GET`: one record, with its version as the ETag.
+pub const RECORD_PATH: &str = "/v1/records/{entity}/{record_id}";
+/// `GET`: liveness, no auth.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// `GET`: Prometheus text, no auth.
+pub const METRICS_PATH: &str = "/metrics";
+/// `GET`: the OpenAPI 3.1 document, no auth.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// One route the router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The HTTP method, upper case.
+    pub method: &'static str,
+    /// The path template, with `{param}` segments as in OpenAPI.
+    pub path: &'static str,
+    /// Whether the route takes a bearer token.
+    pub auth: bool,
+}
+
+/// Every route of the wire contract; the router and the OpenAPI document both follow this list.
+pub const ROUTES: &[Route] = &[
+    Route { method: "POST", path: PUSH_PATH, auth: true },
+    Route { method: "GET", path: CHANGES_PATH, auth: true },
+    Route { method: "GET", path: RECORD_PATH, auth: true },
+    Route { method: "GET", path: HEALTHZ_PATH, auth: false },
+    Route { method: "GET", path: METRICS_PATH, auth: false },
+    Route { method: "GET", path: OPENAPI_PATH, auth: false },
+];
+
+/// The server adapter's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Body size and batch size limits (defaults: 1 MiB, 500 mutations).
+    pub limits: Limits,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) tenancy: Arc<dyn Tenancy>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) openapi_json: Arc<str>,
+}
+
+/// The HTTP API over `tenancy`, authenticating callers with `auth`.
+///
+/// Each router has its own metrics registry (no process-wide state), served at `/metrics`.
+pub fn router(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, config: ServerConfig) -> Router {
+    let openapi_json = openapi().to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document did not serialize");
+        "{}".to_owned()
+    });
+    let state = AppState {
+        tenancy,
+        auth,
+        limits: config.limits,
+        metrics: Arc::new(metrics::Metrics::new()),
+        openapi_json: openapi_json.into(),
+    };
+    Router::new()
+        .route(PUSH_PATH, post(handlers::push))
+        .route(CHANGES_PATH, get(handlers::changes))
+        .route(RECORD_PATH, get(handlers::record))
+        .route(HEALTHZ_PATH, get(handlers::healthz))
+        .route(METRICS_PATH, get(handlers::metrics))
+        .route(OPENAPI_PATH, get(handlers::openapi_json))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets running requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving HTTP");
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
