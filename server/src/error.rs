@@ -38,7 +38,8 @@ pub enum Error {
     /// A stored value that does not parse (the column is named, not the value).
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
-    /// A feed position beyond the tenant's current change sequence (a client mistake).
+    /// A feed position beyond the tenant's current change sequence: the client's cursor came from
+    /// another copy of this data (e.g. before a restore from backup), so it must re-sync.
     #[error("the cursor is ahead of the change feed")]
     CursorAhead,
     /// A token could not be made.
@@ -85,7 +86,11 @@ impl From<Error> for converge_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidInput(detail) => converge_core::Error::InvalidInput(detail),
-            Error::CursorAhead => converge_core::ApiError::invalid("the cursor is ahead of the change feed").into(),
+            Error::CursorAhead => converge_core::ApiError::new(
+                converge_core::Code::CursorExpired,
+                "the cursor is ahead of this server's change feed; re-sync from the start",
+            )
+            .into(),
             e => converge_core::Error::Store { retryable: e.is_retryable(), detail: e.to_string() },
         }
     }

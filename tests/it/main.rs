@@ -1,3 +1,6 @@
-//! Cross-crate tests: the dependency rules of the workspace.
+//! Cross-crate tests: the dependency rules of the workspace, and the engine against the real
+//! service (SQLite server store on disk) in-process, through a fault-injecting `SyncApi`.
 
 mod deps;
+mod engine;
+mod faults;

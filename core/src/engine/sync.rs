@@ -63,9 +63,24 @@ impl Engine {
                 }
             }
         }
+        let mut restarted = false;
         loop {
             let cursor = self.lock().store.device_state()?.cursor;
-            let page = api.pull(PullRequest { cursor, limit: Some(self.inner.config.pull_limit) }).await?;
+            let page = match api.pull(PullRequest { cursor, limit: Some(self.inner.config.pull_limit) }).await {
+                Err(e) if e.code() == Some(Code::CursorExpired) && !restarted => {
+                    // The server cannot continue from our cursor: re-read the feed from the start.
+                    // Pending ops stay in the outbox and stay on top of what arrives.
+                    tracing::warn!(trace_id = %report.trace_id, "cursor expired; re-syncing from the start of the feed");
+                    restarted = true;
+                    self.lock().store.transact(&mut |tx| {
+                        let mut device = tx.device_state()?;
+                        device.cursor = None;
+                        tx.set_device_state(&device)
+                    })?;
+                    continue;
+                }
+                other => other?,
+            };
             report.pages += 1;
             report.pulled += page.changes.len() as u64;
             let has_more = page.has_more;

@@ -132,7 +132,7 @@ async fn pull_limits_and_record_names_are_checked() {
     let empty = api.pull(PullRequest { cursor: None, limit: Some(5000) }).await.unwrap();
     assert_eq!((empty.changes.len(), empty.cursor.as_str(), empty.has_more), (0, "c0", false));
     let ahead = api.pull(PullRequest { cursor: Some("c1".into()), limit: None }).await.unwrap_err();
-    assert_eq!(ahead.code(), Some(Code::InvalidRequest));
+    assert_eq!(ahead.code(), Some(Code::CursorExpired));
     let bad_entity = api.record("1notes", "r1").await.unwrap_err();
     assert_eq!(bad_entity.code(), Some(Code::InvalidRequest));
     let bad_id = api.record("notes", "a/b").await.unwrap_err();

@@ -76,7 +76,7 @@ async fn the_feed_holds_the_latest_state_per_record_in_change_order() {
     assert_eq!((end.changes.len(), end.last_seq, end.has_more), (0, 4, false));
     // Past the end of the feed is the client's mistake.
     let ahead = store.changes("t", 5, 2).await.unwrap_err();
-    assert_eq!(ahead.code(), Some(converge_core::Code::InvalidRequest));
+    assert_eq!(ahead.code(), Some(converge_core::Code::CursorExpired));
     // Another tenant sees nothing.
     assert!(store.changes("t2", 0, 10).await.unwrap().changes.is_empty());
     assert!(store.record("t2", "notes", "a").await.unwrap().is_none());

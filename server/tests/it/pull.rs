@@ -78,9 +78,10 @@ async fn cursors_not_from_this_server_are_invalid_requests() {
         let err = api.pull(page(Some(bad), None)).await.unwrap_err();
         assert_eq!(err.code(), Some(Code::InvalidRequest), "{bad:?}");
     }
-    // A well-formed cursor past the end of this tenant's feed.
+    // A well-formed cursor past the end of this tenant's feed (e.g. from before a restore):
+    // the client must re-sync from the start, as with an expired cursor.
     let err = api.pull(page(Some("c2"), None)).await.unwrap_err();
-    assert_eq!(err.code(), Some(Code::InvalidRequest));
+    assert_eq!(err.code(), Some(Code::CursorExpired));
     assert!(api.pull(page(Some("c1"), None)).await.unwrap().changes.is_empty());
 }
 

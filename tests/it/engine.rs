@@ -1,0 +1,166 @@
+//! The engine against the real `SyncService` on a SQLite file: lost requests and responses,
+//! rebasing behind an op in flight, conflicts that fold later edits, refused ops.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use converge_core::wire::Limits;
+use converge_core::{Engine, Phase, RecordState, Scope, SyncApi, Tenancy};
+use converge_server::{SqliteServerStore, SyncService};
+use converge_sqlite::SqliteStore;
+use converge_test_support::obj;
+use serde_json::json;
+
+use crate::faults::Faulty;
+
+struct World {
+    dir: tempfile::TempDir,
+    service: SyncService,
+}
+
+impl World {
+    fn new(limits: Limits) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+        World { service: SyncService::new(Arc::new(store), limits), dir }
+    }
+
+    fn api(&self) -> Arc<dyn SyncApi> {
+        self.service.scoped(Scope { tenant: "acme".into(), user: "u".into() })
+    }
+
+    fn device(&self, name: &str) -> (Engine, Arc<Faulty>) {
+        let faulty = Faulty::new(self.api());
+        (open(&self.dir.path().join(format!("{name}.db")), faulty.clone()), faulty)
+    }
+}
+
+fn open(path: &Path, api: Arc<Faulty>) -> Engine {
+    Engine::builder(Box::new(SqliteStore::open(path).unwrap())).api(api).build().unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_response_is_resent_with_the_same_key_and_applied_once() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    for i in 0..3 {
+        a.put("notes", &format!("n{i}"), obj(json!({"i": i}))).unwrap();
+    }
+    fa.drop_responses.store(1, Ordering::SeqCst);
+    let err = a.sync_once().await.unwrap_err();
+    assert!(matches!(err, converge_core::Error::Offline(_)));
+    assert_eq!(a.status().phase, Phase::Offline);
+    assert_eq!(a.status().pending, 3, "unacknowledged ops stay");
+    assert!(a.status().last_error.is_some());
+    // The server did apply them.
+    assert_eq!(w.api().record("notes", "n0").await.unwrap().version, 1);
+    // Killed and restarted: the same batch goes out again under the same key and replays.
+    drop(a);
+    let a = open(&w.dir.path().join("a.db"), fa.clone());
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(report.accepted, 3);
+    assert_eq!(fa.replays.load(Ordering::SeqCst), 1, "the resend was a replay of the stored response");
+    assert_eq!(a.status().pending, 0);
+    assert_eq!(a.status().phase, Phase::Idle);
+    assert!(a.status().last_error.is_none());
+    for i in 0..3 {
+        assert_eq!(w.api().record("notes", &format!("n{i}")).await.unwrap().version, 1);
+        assert_eq!(a.get("notes", &format!("n{i}")).unwrap().unwrap().state, RecordState::Synced);
+    }
+}
+
+#[tokio::test]
+async fn an_edit_made_while_its_record_is_in_flight_is_rebased_and_applied_after_it() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    a.put("notes", "n", obj(json!({"title": "one", "body": "b"}))).unwrap();
+    a.sync_once().await.unwrap();
+    a.patch("notes", "n", obj(json!({"title": "two"}))).unwrap();
+    fa.drop_requests.store(1, Ordering::SeqCst);
+    assert!(a.sync_once().await.is_err());
+    // The first edit is in flight; a second one queues behind it instead of folding into it.
+    a.patch("notes", "n", obj(json!({"title": "three", "body": "c"}))).unwrap();
+    assert_eq!(a.status().pending, 2);
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.conflicts), (2, 0));
+    let on_server = w.api().record("notes", "n").await.unwrap();
+    assert_eq!(on_server.version, 3);
+    assert_eq!(serde_json::Value::Object(on_server.fields.clone()), json!({"title": "three", "body": "c"}));
+    assert_eq!(a.get("notes", "n").unwrap().unwrap().fields, on_server.fields);
+}
+
+#[tokio::test]
+async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_server() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    let (b, _) = w.device("b");
+    a.put("notes", "n", obj(json!({"title": "t0", "body": "b0"}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.patch("notes", "n", obj(json!({"title": "a1"}))).unwrap();
+    fa.drop_requests.store(1, Ordering::SeqCst);
+    assert!(a.sync_once().await.is_err());
+    a.patch("notes", "n", obj(json!({"body": "a2"}))).unwrap();
+    b.patch("notes", "n", obj(json!({"title": "b1"}))).unwrap();
+    b.sync_once().await.unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(report.conflicts, 1);
+    let c = &a.conflicts().unwrap()[0];
+    assert_eq!(serde_json::Value::Object(c.local.clone()), json!({"title": "a1", "body": "a2"}), "both local edits kept");
+    assert_eq!(c.server["title"], json!("b1"));
+    assert_eq!(a.status().pending, 0);
+    assert_eq!(a.status().open_conflicts, 1);
+    let view = a.get("notes", "n").unwrap().unwrap();
+    assert_eq!(view.state, RecordState::Conflict);
+    assert_eq!(view.fields, w.api().record("notes", "n").await.unwrap().fields);
+    // Accepting the server keeps a's values in the journal.
+    a.resolve(c.id, converge_core::Choice::AcceptServer).unwrap();
+    let j = &a.journal().unwrap()[0];
+    assert_eq!(j.outcome, "take_server");
+    assert_eq!(j.losing["body"], json!("a2"));
+    assert_eq!(a.get("notes", "n").unwrap().unwrap().state, RecordState::Synced);
+}
+
+#[tokio::test]
+async fn a_refused_op_is_kept_visible_and_holds_back_its_record_only() {
+    let w = World::new(Limits { max_record_bytes: 200, ..Limits::default() });
+    let (a, _) = w.device("a");
+    a.put("notes", "big", obj(json!({"text": "x".repeat(500)}))).unwrap();
+    a.put("notes", "small", obj(json!({"text": "ok"}))).unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.rejected), (1, 1));
+    let s = a.status();
+    assert_eq!((s.pending, s.failed), (0, 1));
+    let big = a.get("notes", "big").unwrap().unwrap();
+    assert_eq!(big.state, RecordState::Failed);
+    assert_eq!(big.fields["text"].as_str().unwrap().len(), 500, "the refused value is still there");
+    // A later edit of the refused record waits behind it; other records keep syncing.
+    a.patch("notes", "big", obj(json!({"text": "shorter"}))).unwrap();
+    a.patch("notes", "small", obj(json!({"text": "still ok"}))).unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.rejected), (1, 0));
+    assert_eq!((a.status().pending, a.status().failed), (1, 1));
+    assert!(w.api().record("notes", "big").await.is_err());
+}
+
+#[tokio::test]
+async fn an_expired_cursor_re_syncs_from_the_start_keeping_pending_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+    let service = SyncService::new(Arc::new(store.clone()), Limits::default());
+    let api = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let a = open(&dir.path().join("a.db"), Faulty::new(api.clone()));
+    let b = open(&dir.path().join("b.db"), Faulty::new(api));
+    a.put("notes", "x", obj(json!({"v": 1}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.put("notes", "y", obj(json!({"v": 2}))).unwrap();
+    a.sync_once().await.unwrap();
+    store.advance_horizon("acme", 2).unwrap();
+    b.put("notes", "z", obj(json!({"v": 3}))).unwrap();
+    let report = b.sync_once().await.unwrap();
+    assert_eq!(report.accepted, 1);
+    assert_eq!(b.list("notes").unwrap().len(), 3);
+    assert_eq!(b.get("notes", "z").unwrap().unwrap().state, RecordState::Synced);
+}

@@ -1,0 +1,61 @@
+//! A `SyncApi` decorator that loses requests or responses on demand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use converge_core::{Change, Error, PullRequest, PullResponse, PushRequest, PushResponse, Result, SyncApi};
+
+/// Wraps a `SyncApi`; each counter says how many of the next pushes lose their request (never
+/// reaching the server) or their response (after the server applied it).
+pub(crate) struct Faulty {
+    inner: Arc<dyn SyncApi>,
+    pub(crate) drop_requests: AtomicU32,
+    pub(crate) drop_responses: AtomicU32,
+    pub(crate) replays: AtomicU32,
+    pub(crate) offline: std::sync::atomic::AtomicBool,
+}
+
+impl Faulty {
+    pub(crate) fn new(inner: Arc<dyn SyncApi>) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner,
+            drop_requests: AtomicU32::new(0),
+            drop_responses: AtomicU32::new(0),
+            replays: AtomicU32::new(0),
+            offline: Default::default(),
+        })
+    }
+}
+
+fn take(c: &AtomicU32) -> bool {
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+#[async_trait]
+impl SyncApi for Faulty {
+    async fn push(&self, req: PushRequest) -> Result<PushResponse> {
+        if self.offline.load(Ordering::SeqCst) || take(&self.drop_requests) {
+            return Err(Error::Offline("request lost".into()));
+        }
+        let resp = self.inner.push(req).await?;
+        if resp.replayed {
+            self.replays.fetch_add(1, Ordering::SeqCst);
+        }
+        if take(&self.drop_responses) {
+            return Err(Error::Offline("response lost".into()));
+        }
+        Ok(resp)
+    }
+
+    async fn pull(&self, req: PullRequest) -> Result<PullResponse> {
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(Error::Offline("offline".into()));
+        }
+        self.inner.pull(req).await
+    }
+
+    async fn record(&self, entity: &str, record_id: &str) -> Result<Change> {
+        self.inner.record(entity, record_id).await
+    }
+}
