@@ -205,6 +205,8 @@ pub trait StoreRead {
 pub trait StoreTx: StoreRead {
     /// Inserts or replaces a record.
     fn put_record(&mut self, record: &LocalRecord) -> Result<()>;
+    /// Inserts a record unless one with its key exists (also a deleted one); `true` if inserted.
+    fn insert_new_record(&mut self, record: &LocalRecord) -> Result<bool>;
     /// Removes a record that never reached the server.
     fn remove_record(&mut self, entity: &str, record_id: &str) -> Result<()>;
     /// Appends an op; returns its seq.

@@ -107,7 +107,11 @@ async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_s
     let report = a.sync_once().await.unwrap();
     assert_eq!(report.conflicts, 1);
     let c = &a.conflicts().unwrap()[0];
-    assert_eq!(serde_json::Value::Object(c.local.clone()), json!({"title": "a1", "body": "a2"}), "both local edits kept");
+    assert_eq!(
+        serde_json::Value::Object(c.local.clone()),
+        json!({"title": "a1", "body": "a2"}),
+        "both local edits kept"
+    );
     assert_eq!(c.server["title"], json!("b1"));
     assert_eq!(a.status().pending, 0);
     assert_eq!(a.status().open_conflicts, 1);

@@ -60,6 +60,21 @@ impl Engine {
         let mut delta = 0i64;
         st.store.transact(&mut |tx| {
             delta = 0;
+            // The common case of a put, a new record, is two inserts and no lookup.
+            if let Intent::Put(f) = &intent {
+                let mut rec = new_local(entity, record_id);
+                rec.fields = strip_nulls(f);
+                check_size(&rec.fields)?;
+                rec.pending = 1;
+                if tx.insert_new_record(&rec)? {
+                    rec.pending = 0;
+                    let patch = rec.fields.clone();
+                    append(tx, &mut rec, Op::Create, patch, &hlc, check, now)?;
+                    delta = 1;
+                    out = Some(RecordView::from(&rec));
+                    return Ok(());
+                }
+            }
             let existing = tx.record(entity, record_id)?;
             let (op, patch, mut rec) = match (&intent, existing) {
                 (Intent::Put(f), None) => (Op::Create, strip_nulls(f), new_local(entity, record_id)),
@@ -82,11 +97,7 @@ impl Engine {
                 rec.fields.clear();
             } else {
                 apply_patch(&mut rec.fields, &patch);
-                if json_size(&rec.fields) > MAX_RECORD_BYTES {
-                    return Err(Error::InvalidInput(format!(
-                        "the record would be over {MAX_RECORD_BYTES} bytes as JSON"
-                    )));
-                }
+                check_size(&rec.fields)?;
             }
             let before = rec.pending;
             if !enqueue(tx, &mut rec, op, patch, &hlc, check, now)? {
@@ -109,6 +120,13 @@ impl Engine {
         self.publish(summary);
         Ok(out)
     }
+}
+
+fn check_size(fields: &Fields) -> Result<()> {
+    if json_size(fields) > MAX_RECORD_BYTES {
+        return Err(Error::InvalidInput(format!("the record would be over {MAX_RECORD_BYTES} bytes as JSON")));
+    }
+    Ok(())
 }
 
 fn strip_nulls(f: &Fields) -> Fields {

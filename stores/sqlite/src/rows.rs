@@ -18,7 +18,7 @@ fn fields(s: &str) -> Result<Fields> {
 }
 
 fn json(f: &Fields) -> String {
-    serde_json::Value::Object(f.clone()).to_string()
+    serde_json::to_string(f).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn malformed(what: &str) -> Error {
@@ -311,12 +311,15 @@ pub(crate) fn conflict(conn: &Connection, id: i64) -> Result<Option<ConflictReco
     raw.map(finish_conflict).transpose()
 }
 
-pub(crate) fn put_record(conn: &Connection, r: &LocalRecord) -> Result<()> {
-    conn.prepare_cached(
+pub(crate) fn put_record(conn: &Connection, r: &LocalRecord, replace: bool) -> Result<bool> {
+    let sql = if replace {
         "INSERT OR REPLACE INTO records (entity, record_id, server_version, server_fields, server_deleted, fields, \
-         deleted, pending, conflicts, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+         deleted, pending, conflicts, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    } else {
+        "INSERT INTO records (entity, record_id, server_version, server_fields, server_deleted, fields, \
+         deleted, pending, conflicts, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING"
+    };
+    let n = conn.prepare_cached(sql)?.execute(params![
         r.entity,
         r.record_id,
         r.server_version as i64,
@@ -328,7 +331,7 @@ pub(crate) fn put_record(conn: &Connection, r: &LocalRecord) -> Result<()> {
         r.conflicts,
         r.failed
     ])?;
-    Ok(())
+    Ok(n == 1)
 }
 
 pub(crate) fn remove_record(conn: &Connection, entity: &str, record_id: &str) -> Result<()> {

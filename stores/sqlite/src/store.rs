@@ -25,11 +25,13 @@ pub struct Options {
     pub checkpoint_every_commits: u32,
     /// The device id for a new store (default: made up at random).
     pub device_id: Option<String>,
+    /// SQLite's page cache, in KiB (default 8 MiB: fewer WAL-index lookups on the write path).
+    pub cache_kib: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { background_checkpoints: true, checkpoint_every_commits: 200, device_id: None }
+        Options { background_checkpoints: true, checkpoint_every_commits: 200, device_id: None, cache_kib: 8192 }
     }
 }
 
@@ -75,6 +77,7 @@ impl SqliteStore {
     fn try_open(path: &Path, options: &Options) -> Result<SqliteStore> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
+        conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > schema::LATEST {
             return Err(Error::TooNew { found, known: schema::LATEST });
@@ -218,7 +221,11 @@ struct Tx<'a>(rusqlite::Transaction<'a>);
 
 impl StoreTx for Tx<'_> {
     fn put_record(&mut self, record: &LocalRecord) -> CoreResult<()> {
-        Ok(rows::put_record(&self.0, record)?)
+        rows::put_record(&self.0, record, true)?;
+        Ok(())
+    }
+    fn insert_new_record(&mut self, record: &LocalRecord) -> CoreResult<bool> {
+        Ok(rows::put_record(&self.0, record, false)?)
     }
     fn remove_record(&mut self, entity: &str, record_id: &str) -> CoreResult<()> {
         Ok(rows::remove_record(&self.0, entity, record_id)?)
