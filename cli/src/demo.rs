@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use clap::Args;
-use converge_core::wire::Limits;
+use converge_core::check::Rules;
 use converge_core::{Choice, Engine, Fields, SyncApi};
 use converge_http::client::HttpClient;
 use converge_server::JwtAuth;
@@ -83,7 +83,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     println!("Files live in {}", dir.display());
 
     step(1, "Start the sync server on the embedded SQLite store.");
-    let server = start(&dir.join("converge-server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Limits::default()).await?;
+    let server = start(&dir.join("converge-server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default()).await?;
     println!("   server listening on {}", server.url());
     let token = JwtAuth::new(DEV_SECRET.as_bytes()).issue("demo", "alice", std::time::Duration::from_secs(3600))?;
     let device = |name: &'static str| -> Result<Device> {

@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod duration;
 mod serve;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure local writes, push throughput and end-to-end sync against baselines.
     Bench(bench::BenchArgs),
+    /// Run the seeded simulation over many seeds and print a summary.
+    Sim(sim::SimArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -64,6 +67,10 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => {
                 init_tracing("warn");
                 bench::run(args).await
+            }
+            Command::Sim(args) => {
+                init_tracing("error");
+                sim::run(args)
             }
         }
     });

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use converge_core::CheckMode;
+use converge_core::check::Rules;
 use converge_core::wire::Limits;
 use converge_http::server::{ServerConfig, router};
 use converge_server::{JwtAuth, SqliteServerStore, SyncService};
@@ -37,6 +39,16 @@ pub(crate) struct ServeArgs {
     /// Most bytes of a record's fields as JSON.
     #[arg(long, default_value_t = 256 << 10)]
     max_record_bytes: usize,
+    /// The weakest check mode accepted for an entity, e.g. `orders=record` (repeatable).
+    #[arg(long = "pin", value_parser = parse_pin)]
+    pins: Vec<(String, CheckMode)>,
+}
+
+fn parse_pin(s: &str) -> Result<(String, CheckMode), String> {
+    let (entity, mode) = s.split_once('=').ok_or_else(|| format!("{s:?}: write ENTITY=MODE, e.g. orders=record"))?;
+    converge_core::model::validate_entity(entity).map_err(|e| e.to_string())?;
+    let mode = CheckMode::parse(mode).map_err(|_| format!("{mode:?}: a check mode is lww, fields or record"))?;
+    Ok((entity.to_owned(), mode))
 }
 
 /// Options of `converge token`.
@@ -99,10 +111,11 @@ impl RunningServer {
 }
 
 /// Starts the server on a SQLite file.
-pub(crate) async fn start(db: &Path, listen: SocketAddr, secret: &str, limits: Limits) -> Result<RunningServer> {
+pub(crate) async fn start(db: &Path, listen: SocketAddr, secret: &str, rules: Rules) -> Result<RunningServer> {
     let store =
         SqliteServerStore::open(db).with_context(|| format!("cannot open the server store {}", db.display()))?;
-    let service = SyncService::new(Arc::new(store), limits);
+    let limits = rules.limits;
+    let service = SyncService::with_rules(Arc::new(store), rules);
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let app = router(Arc::new(service), auth, ServerConfig { limits });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -124,7 +137,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_record_bytes: args.max_record_bytes,
     };
-    let server = start(Path::new(&args.db), args.listen, &secret, limits).await?;
+    let rules = Rules { limits, pins: args.pins.into_iter().collect() };
+    let server = start(Path::new(&args.db), args.listen, &secret, rules).await?;
     println!("converge server listening on {} (store: {})", server.url(), args.db);
     tracing::info!(addr = %server.addr, "listening");
     shutdown_signal().await;

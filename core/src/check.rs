@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Code;
 use crate::hlc::Hlc;
 use crate::model::{CheckMode, Fields, Op, Version, json_size};
-use crate::wire::{Accepted, ConflictOutcome, Limits, Mutation, OpOutcome, Rejected, ServerState};
+use crate::wire::{Accepted, ConflictOutcome, FieldClock, Limits, Mutation, OpOutcome, Rejected, ServerState};
 
 /// Per-field metadata the server keeps: the version that last changed the field and its HLC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +41,9 @@ pub struct StoredRecord {
 impl StoredRecord {
     /// The state a client sees.
     pub fn state(&self) -> ServerState {
-        ServerState { version: self.version, fields: self.fields.clone(), deleted: self.deleted }
+        let meta =
+            self.meta.iter().map(|(k, m)| (k.clone(), FieldClock { version: m.v, hlc: m.hlc.clone() })).collect();
+        ServerState { version: self.version, fields: self.fields.clone(), deleted: self.deleted, meta }
     }
 
     /// Fields changed after `base`, sorted.
@@ -51,6 +53,23 @@ impl StoredRecord {
 
     fn max_hlc(&self) -> Option<&Hlc> {
         self.meta.values().map(|m| &m.hlc).chain(self.deleted_hlc.as_ref()).max()
+    }
+}
+
+/// The server's rules for mutations: size limits, and per entity the weakest check mode it
+/// accepts (e.g. `orders` pinned to `record`, so no client can weaken it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rules {
+    /// Size limits.
+    pub limits: Limits,
+    /// Per entity, the weakest check mode accepted (`lww` < `fields` < `record`).
+    pub pins: BTreeMap<String, CheckMode>,
+}
+
+impl Rules {
+    /// Rules with these limits and no pins.
+    pub fn with_limits(limits: Limits) -> Rules {
+        Rules { limits, pins: BTreeMap::new() }
     }
 }
 
@@ -71,7 +90,8 @@ impl Decision {
 }
 
 /// Decides one mutation against the record's current state (`None`: never existed).
-pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> Decision {
+pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> Decision {
+    let limits = &rules.limits;
     let accepted = |version| {
         Decision::Answer(OpOutcome::Accepted(Accepted {
             op_id: m.op_id,
@@ -99,6 +119,15 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> 
             server: rec.state(),
         }))
     };
+
+    if let Some(pinned) = rules.pins.get(&m.entity)
+        && m.check < *pinned
+    {
+        return reject(
+            Code::CheckModeTooWeak,
+            &format!("the server requires check mode {} or stricter for {}", pinned.as_str(), m.entity),
+        );
+    }
 
     let Some(cur) = current else {
         return match m.op {
@@ -132,6 +161,8 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> 
     let mut next = cur.clone();
     match (m.op, m.check) {
         (Op::Create, CheckMode::Lww) | (Op::Update, CheckMode::Lww) => {
+            // Fields whose HLC lost keep their value; the version moves all the same, so the
+            // sender hears of the winning values through the feed.
             let keys: Vec<String> =
                 m.patch.keys().filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc)).cloned().collect();
             finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
@@ -165,7 +196,9 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> 
         }
         (Op::Delete, CheckMode::Lww) => {
             if cur.max_hlc().is_some_and(|h| *h > m.hlc) {
-                return accepted(cur.version);
+                // A later write stands; the version still moves so the sender hears of it.
+                next.version += 1;
+                return Decision::Apply(next);
             }
             Decision::Apply(tombstone(next, m))
         }
@@ -180,35 +213,20 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, limits: &Limits) -> 
 
 const TOO_LARGE: &str = "the record's fields would exceed the server's size limit";
 
-/// Applies the patch's `keys` to `rec`; `None` if the result is too large. A patch that changes
-/// nothing is accepted at the current version.
+/// Applies the patch's `keys` to `rec` as a new version; `None` if the result is too large.
+/// A key whose value does not change is still stamped with the new version and HLC: the write
+/// happened, and a concurrent write based on an older version must see it (as a conflict under
+/// `fields` and `record`, by HLC under `lww`) instead of silently undoing it.
 fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Option<Decision> {
     let version = rec.version + 1;
-    let mut changed = false;
     for k in keys {
         let v = &m.patch[k];
-        let differs = match rec.fields.get(k) {
-            Some(cur) => cur != v,
-            None => !v.is_null(),
-        };
-        if !differs {
-            continue;
-        }
-        changed = true;
         if v.is_null() {
             rec.fields.remove(k);
         } else {
             rec.fields.insert(k.clone(), v.clone());
         }
         rec.meta.insert(k.clone(), FieldMeta { v: version, hlc: m.hlc.clone() });
-    }
-    if !changed && rec.version > 0 {
-        return Some(Decision::Answer(OpOutcome::Accepted(Accepted {
-            op_id: m.op_id,
-            entity: m.entity.clone(),
-            record_id: m.record_id.clone(),
-            version: rec.version,
-        })));
     }
     if json_size(&rec.fields) > limits.max_record_bytes {
         return None;

@@ -24,6 +24,8 @@ pub enum Code {
     BodyTooLarge,
     /// A record's fields over the server's limit after the patch (per op).
     RecordTooLarge,
+    /// The mutation's check mode is weaker than the server pins for its entity (per op).
+    CheckModeTooWeak,
     /// The record (or route) does not exist in the caller's tenant.
     NotFound,
     /// The pull cursor is older than the server's retention horizon.
@@ -49,6 +51,7 @@ impl Code {
             Code::BatchTooLarge => "batch_too_large",
             Code::BodyTooLarge => "body_too_large",
             Code::RecordTooLarge => "record_too_large",
+            Code::CheckModeTooWeak => "check_mode_too_weak",
             Code::NotFound => "not_found",
             Code::CursorExpired => "cursor_expired",
             Code::RateLimited => "rate_limited",
@@ -71,7 +74,7 @@ impl Code {
             Code::IdempotencyKeyInFlight => 409,
             Code::CursorExpired => 410,
             Code::BatchTooLarge | Code::BodyTooLarge => 413,
-            Code::IdempotencyKeyReused | Code::RecordTooLarge => 422,
+            Code::IdempotencyKeyReused | Code::RecordTooLarge | Code::CheckModeTooWeak => 422,
             Code::RateLimited => 429,
             Code::Unavailable => 503,
             Code::Internal => 500,

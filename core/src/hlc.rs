@@ -96,6 +96,23 @@ impl Clock for SystemClock {
     }
 }
 
+/// A source of new UUIDs (op ids, batch keys, record ids, trace ids), so simulations can make
+/// them from a seed.
+pub trait IdSource: Send + Sync {
+    /// A new, unique UUID.
+    fn new_uuid(&self) -> uuid::Uuid;
+}
+
+/// UUIDv7 from the system clock and randomness.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct V7Ids;
+
+impl IdSource for V7Ids {
+    fn new_uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::now_v7()
+    }
+}
+
 /// The HLC state of one device: every `tick` is greater than everything ticked or observed before.
 #[derive(Debug, Clone)]
 pub struct HlcClock {

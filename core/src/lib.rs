@@ -17,7 +17,7 @@ pub mod wire;
 pub use api::{Authenticator, Scope, SyncApi, Tenancy};
 pub use engine::{Choice, Engine, EngineBuilder, EngineConfig, Phase, RecordState, RecordView, SyncReport, SyncStatus};
 pub use error::{ApiError, Code, Error, ErrorClass, Result};
-pub use hlc::{Clock, Hlc, HlcClock, SystemClock};
+pub use hlc::{Clock, Hlc, HlcClock, IdSource, SystemClock, V7Ids};
 pub use model::{CheckMode, Fields, Op, Version};
 pub use policy::{MergeInput, MergePolicy, Resolution, ReviewPolicy};
 pub use store::{LocalStore, StoreRead, StoreTx};

@@ -1,6 +1,10 @@
 //! `MergePolicy`: how a conflict is settled on the device, per entity type.
 
+use std::collections::BTreeMap;
+
+use crate::hlc::Hlc;
 use crate::model::{CheckMode, Fields, Version};
+use crate::wire::FieldClock;
 
 /// What a policy sees of a conflict.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,10 +15,14 @@ pub struct MergeInput<'a> {
     pub record_id: &'a str,
     /// The confirmed server fields the local change was made on.
     pub base: &'a Fields,
-    /// The local intent: the changed fields.
+    /// The local intent: the changed fields (`null` removes a field).
     pub local: &'a Fields,
+    /// The HLC of the local intent (its latest write).
+    pub local_hlc: &'a Hlc,
     /// The server's fields now.
     pub server: &'a Fields,
+    /// Per server field, the version and HLC of its last change (may be empty if unknown).
+    pub server_meta: &'a BTreeMap<String, FieldClock>,
     /// The server's version now.
     pub server_version: Version,
     /// Whether the server has the record deleted.

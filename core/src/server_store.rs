@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 
 use crate::api::Scope;
+use crate::check::Rules;
 use crate::error::Result;
-use crate::wire::{Change, Limits, Mutation, PushResponse};
+use crate::wire::{Change, Mutation, PushResponse};
 
 /// A stored response to an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +46,7 @@ pub trait ServerStore: Send + Sync {
         key: &str,
         body_hash: &str,
         mutations: &[Mutation],
-        limits: &Limits,
+        rules: &Rules,
     ) -> Result<std::result::Result<PushResponse, StoredPush>>;
 
     /// Up to `limit` changes with sequence greater than `after`, latest state per record.

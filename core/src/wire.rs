@@ -1,5 +1,7 @@
 //! The protocol's messages: push batches and their per-op outcomes, pull pages, records, limits.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -68,6 +70,18 @@ pub struct Accepted {
     pub version: Version,
 }
 
+/// When a field last changed on the server: the record version and the write's HLC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FieldClock {
+    /// The record version that last changed the field.
+    pub version: Version,
+    /// The HLC of the write that set it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub hlc: Hlc,
+}
+
 /// A record's state on the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -79,6 +93,10 @@ pub struct ServerState {
     pub fields: Fields,
     /// Whether the record is deleted.
     pub deleted: bool,
+    /// Per field, when it last changed (lets merge policies pick a winner by HLC). Optional on
+    /// the wire: absent means unknown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, FieldClock>,
 }
 
 /// An op that conflicted with the server's state and was not applied.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use converge_core::check::Rules;
 use converge_core::model::{validate_entity, validate_record_id};
 use converge_core::server_store::{ServerStore, StoredPush};
 use converge_core::wire::{
@@ -25,7 +26,7 @@ type InFlightKey = (String, String, String);
 
 struct Inner {
     store: Arc<dyn ServerStore>,
-    limits: Limits,
+    rules: Rules,
     in_flight: Mutex<HashSet<InFlightKey>>,
 }
 
@@ -38,19 +39,29 @@ pub struct SyncService {
 
 impl std::fmt::Debug for SyncService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncService").field("limits", &self.inner.limits).finish_non_exhaustive()
+        f.debug_struct("SyncService").field("rules", &self.inner.rules).finish_non_exhaustive()
     }
 }
 
 impl SyncService {
     /// A service over `store`, enforcing `limits`.
     pub fn new(store: Arc<dyn ServerStore>, limits: Limits) -> Self {
-        SyncService { inner: Arc::new(Inner { store, limits, in_flight: Mutex::new(HashSet::new()) }) }
+        Self::with_rules(store, Rules::with_limits(limits))
+    }
+
+    /// A service over `store`, enforcing `rules` (limits and per-entity check mode pins).
+    pub fn with_rules(store: Arc<dyn ServerStore>, rules: Rules) -> Self {
+        SyncService { inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()) }) }
     }
 
     /// The limits the service enforces.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.rules.limits
+    }
+
+    /// The rules the service enforces.
+    pub fn rules(&self) -> &Rules {
+        &self.inner.rules
     }
 
     /// The API as seen by `scope`, as a concrete type (see [`Tenancy::scoped`] for the `dyn` one).
@@ -88,7 +99,7 @@ impl ScopedSync {
         let key = req.idempotency_key.as_str();
         validate_idempotency_key(key)?;
         Span::current().record("key", key);
-        req.batch.validate(&self.inner.limits)?;
+        req.batch.validate(&self.inner.rules.limits)?;
         let hash = body_hash(&req.batch)?;
         let store = &self.inner.store;
 
@@ -100,7 +111,7 @@ impl ScopedSync {
             ApiError::new(Code::IdempotencyKeyInFlight, "a request with this Idempotency-Key is still running")
         })?;
         let applied = store
-            .apply_batch(&self.scope, key, &hash, &req.batch.mutations, &self.inner.limits)
+            .apply_batch(&self.scope, key, &hash, &req.batch.mutations, &self.inner.rules)
             .await
             .map_err(store_error("apply_batch"))?;
         match applied {

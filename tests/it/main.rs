@@ -4,3 +4,4 @@
 mod deps;
 mod engine;
 mod faults;
+mod sim;

@@ -15,7 +15,7 @@ pub use status::{Phase, RecordState, RecordView, StatusError, SyncReport, SyncSt
 
 use crate::api::SyncApi;
 use crate::error::{Error, Result};
-use crate::hlc::{Clock, HlcClock, SystemClock};
+use crate::hlc::{Clock, HlcClock, IdSource, SystemClock, V7Ids};
 use crate::policy::{MergePolicy, ReviewPolicy};
 use crate::store::{ConflictRecord, LocalRecord, LocalStore, Summary};
 
@@ -41,6 +41,7 @@ pub struct EngineBuilder {
     store: Box<dyn LocalStore>,
     api: Option<Arc<dyn SyncApi>>,
     clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
     config: EngineConfig,
     policies: HashMap<String, Arc<dyn MergePolicy>>,
     default_policy: Arc<dyn MergePolicy>,
@@ -56,6 +57,12 @@ impl EngineBuilder {
     /// The wall clock (tests and simulations pass their own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The source of new ids (tests and simulations pass a seeded one).
+    pub fn ids(mut self, ids: Arc<dyn IdSource>) -> Self {
+        self.ids = ids;
         self
     }
 
@@ -101,6 +108,7 @@ impl EngineBuilder {
                 state: Mutex::new(State { store: self.store, hlc, summary }),
                 api: self.api,
                 clock: self.clock,
+                ids: self.ids,
                 device_id: device.device_id,
                 policies: RwLock::new(self.policies),
                 default_policy: self.default_policy,
@@ -122,6 +130,7 @@ struct Inner {
     state: Mutex<State>,
     api: Option<Arc<dyn SyncApi>>,
     clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
     device_id: String,
     policies: RwLock<HashMap<String, Arc<dyn MergePolicy>>>,
     default_policy: Arc<dyn MergePolicy>,
@@ -165,6 +174,7 @@ impl Engine {
             store,
             api: None,
             clock: Arc::new(SystemClock),
+            ids: Arc::new(V7Ids),
             config: EngineConfig::default(),
             policies: HashMap::new(),
             default_policy: Arc::new(ReviewPolicy),
@@ -209,6 +219,11 @@ impl Engine {
     /// The conflict journal: every settled conflict, with its outcome and losing values.
     pub fn journal(&self) -> Result<Vec<ConflictRecord>> {
         self.lock().store.conflicts(false)
+    }
+
+    /// The pull cursor: where the next pull continues in the server's change feed.
+    pub fn sync_cursor(&self) -> Result<Option<String>> {
+        Ok(self.lock().store.device_state()?.cursor)
     }
 
     /// The current sync status.

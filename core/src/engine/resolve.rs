@@ -4,7 +4,7 @@
 use super::Engine;
 use super::write::{derive_view, enqueue};
 use crate::error::{Error, Result};
-use crate::hlc::HlcClock;
+use crate::hlc::{HlcClock, IdSource};
 use crate::model::{CheckMode, Fields, Op, diff, effective_patch, merge_patches};
 use crate::policy::{MergeInput, MergePolicy, Resolution};
 use crate::store::{ConflictRecord, LocalRecord, OpState, OutboxOp, StoreTx};
@@ -26,6 +26,7 @@ impl Engine {
     /// (new op id) based on the server version the conflict saw.
     pub fn resolve(&self, conflict_id: i64, choice: Choice) -> Result<()> {
         let now = self.inner.clock.now_ms();
+        let ids = &*self.inner.ids;
         let mut guard = self.lock();
         let super::State { store, hlc, .. } = &mut *guard;
         store.transact(&mut |tx| {
@@ -43,7 +44,7 @@ impl Engine {
                 Choice::Merged(f) => Resolution::Merged { fields: f.clone(), notice: "merged by the user".into() },
             };
             rec.conflicts = rec.conflicts.saturating_sub(1);
-            if !apply_resolution(tx, &mut rec, &mut conflict, resolution, hlc, check, now)? {
+            if !apply_resolution(tx, &mut rec, &mut conflict, resolution, hlc, check, now, ids)? {
                 return Err(Error::InvalidInput(conflict.reason.clone()));
             }
             tx.update_conflict(&conflict)?;
@@ -68,10 +69,13 @@ pub(super) fn settle_conflict(
     hlc: &mut HlcClock,
     now: u64,
     trace_id: &str,
+    ids: &dyn IdSource,
 ) -> Result<()> {
     let mut kind = op.op;
     let mut local = op.patch.clone();
+    let mut local_hlc = op.hlc.clone();
     for later in tx.record_ops(&op.entity, &op.record_id)? {
+        local_hlc = local_hlc.max(later.hlc.clone());
         if later.state == OpState::Failed {
             rec.failed = rec.failed.saturating_sub(1);
         }
@@ -87,6 +91,10 @@ pub(super) fn settle_conflict(
         tx.remove_op(later.seq)?;
         rec.pending -= 1;
     }
+    // Later local writes must order after what the server has seen.
+    if let Some(latest) = c.server.meta.values().map(|m| &m.hlc).max() {
+        hlc.observe(latest);
+    }
     let base = rec.server_fields.clone();
     if c.server.version >= rec.server_version {
         rec.server_version = c.server.version;
@@ -98,7 +106,9 @@ pub(super) fn settle_conflict(
         record_id: &op.record_id,
         base: &base,
         local: &local,
+        local_hlc: &local_hlc,
         server: &rec.server_fields,
+        server_meta: &c.server.meta,
         server_version: rec.server_version,
         server_deleted: rec.server_deleted,
         conflicting: &c.fields,
@@ -123,7 +133,7 @@ pub(super) fn settle_conflict(
         resolved_ms: None,
         trace_id: trace_id.to_owned(),
     };
-    if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, policy.check_mode(), now)? {
+    if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, policy.check_mode(), now, ids)? {
         rec.conflicts += 1;
     }
     tx.insert_conflict(&conflict)?;
@@ -132,8 +142,21 @@ pub(super) fn settle_conflict(
     Ok(())
 }
 
+/// Values of local edits still pending on the record (the view differs from the server there)
+/// that a settlement's `patch` is about to overwrite: they go to the journal too.
+fn pending_overwritten(rec: &LocalRecord, server: &Fields, patch: &Fields) -> Vec<(String, serde_json::Value)> {
+    patch
+        .iter()
+        .filter_map(|(k, v)| {
+            let viewed = rec.fields.get(k)?;
+            (server.get(k) != Some(viewed) && viewed != v).then(|| (k.clone(), viewed.clone()))
+        })
+        .collect()
+}
+
 /// Carries out a resolution on `conflict`. Returns `false` (and leaves the conflict open with a
 /// reason) when it needs the user.
+#[allow(clippy::too_many_arguments)]
 fn apply_resolution(
     tx: &mut dyn StoreTx,
     rec: &mut LocalRecord,
@@ -142,6 +165,7 @@ fn apply_resolution(
     hlc: &mut HlcClock,
     check: CheckMode,
     now: u64,
+    ids: &dyn IdSource,
 ) -> Result<bool> {
     let server = rec.server_fields.clone();
     let (outcome, losing) = match resolution {
@@ -151,10 +175,14 @@ fn apply_resolution(
         }
         Resolution::TakeServer => ("take_server", conflict.local.clone()),
         Resolution::TakeLocal if conflict.op == Op::Delete => {
+            // The delete stands: what the server had, and any local edit still pending on top
+            // of it (the delete absorbs it), goes to the journal.
+            let mut lost = server;
+            lost.extend(rec.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
             if !rec.server_deleted {
-                enqueue(tx, rec, Op::Delete, Fields::new(), &hlc.tick(now), check, now)?;
+                enqueue(tx, rec, Op::Delete, Fields::new(), &hlc.tick(now), check, now, ids)?;
             }
-            ("take_local", server)
+            ("take_local", lost)
         }
         Resolution::TakeLocal | Resolution::Merged { .. } if rec.server_deleted => {
             conflict.reason = "the record was deleted on the server; accept the deletion (the local values \
@@ -164,14 +192,15 @@ fn apply_resolution(
         }
         Resolution::TakeLocal => {
             let patch = effective_patch(&server, &conflict.local);
-            let lost = patch.keys().filter_map(|k| server.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            let mut lost: Fields = patch.keys().filter_map(|k| server.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            lost.extend(pending_overwritten(rec, &server, &patch));
             if !patch.is_empty() {
-                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now)?;
+                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now, ids)?;
             }
             ("take_local", lost)
         }
         Resolution::Merged { fields, notice } => {
-            let lost = conflict
+            let mut lost: Fields = conflict
                 .local
                 .iter()
                 .chain(server.iter())
@@ -179,8 +208,9 @@ fn apply_resolution(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let patch = diff(&server, &fields);
+            lost.extend(pending_overwritten(rec, &server, &patch));
             if !patch.is_empty() {
-                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now)?;
+                enqueue(tx, rec, Op::Update, patch, &hlc.tick(now), check, now, ids)?;
             }
             conflict.reason = notice;
             ("merged", lost)

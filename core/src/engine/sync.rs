@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use super::resolve::settle_conflict;
 use super::write::derive_view;
 use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
@@ -21,7 +19,8 @@ impl Engine {
     pub async fn sync_once(&self) -> Result<SyncReport> {
         let api = self.inner.api.clone().ok_or_else(|| Error::Fatal("no sync API configured".into()))?;
         let _cycle = self.inner.cycle.lock().await;
-        let mut report = SyncReport { trace_id: Uuid::now_v7().simple().to_string(), ..SyncReport::default() };
+        let mut report =
+            SyncReport { trace_id: self.inner.ids.new_uuid().simple().to_string(), ..SyncReport::default() };
         self.set_phase(Phase::Syncing);
         tracing::debug!(trace_id = %report.trace_id, "sync cycle started");
         let result = self.run_cycle(api, &mut report).await;
@@ -114,7 +113,7 @@ impl Engine {
             })
             .count();
         ops.truncate(fits.max(1));
-        let key = Uuid::now_v7().to_string();
+        let key = self.inner.ids.new_uuid().to_string();
         for op in &mut ops {
             op.state = OpState::InFlight;
             op.batch_id = Some(key.clone());
@@ -205,7 +204,17 @@ impl Engine {
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
                         let policy = self.policy_for(&op.entity);
-                        settle_conflict(tx, &mut rec, op, c, policy.as_ref(), hlc, now, &report.trace_id)?;
+                        settle_conflict(
+                            tx,
+                            &mut rec,
+                            op,
+                            c,
+                            policy.as_ref(),
+                            hlc,
+                            now,
+                            &report.trace_id,
+                            &*self.inner.ids,
+                        )?;
                     }
                     Some(OpOutcome::Rejected(r)) if !r.retryable => {
                         counts.2 += 1;

@@ -1,13 +1,11 @@
 //! Local writes: each is one store transaction (record view + outbox row), with no network.
 
-use uuid::Uuid;
-
 use super::{Engine, RecordView};
 use crate::error::{Error, Result};
-use crate::hlc::Hlc;
+use crate::hlc::{Hlc, IdSource};
 use crate::model::{
-    CheckMode, Fields, Op, apply_patch, diff, effective_patch, json_size, merge_patches, new_record_id,
-    validate_entity, validate_record_id,
+    CheckMode, Fields, Op, apply_patch, diff, effective_patch, json_size, merge_patches, validate_entity,
+    validate_record_id,
 };
 use crate::store::{LocalRecord, OpState, OutboxOp, StoreTx};
 
@@ -24,7 +22,7 @@ enum Intent<'a> {
 impl Engine {
     /// Creates a record with a new id (a UUIDv7) and returns it.
     pub fn create(&self, entity: &str, fields: Fields) -> Result<RecordView> {
-        self.put(entity, &new_record_id(), fields)
+        self.put(entity, &self.inner.ids.new_uuid().to_string(), fields)
     }
 
     /// Sets a record to exactly `fields`: creates it if absent, otherwise records the difference.
@@ -53,6 +51,7 @@ impl Engine {
             return Err(Error::InvalidInput(format!("a field name is 1-256 bytes (got {} bytes)", k.len())));
         }
         let check = self.policy_for(entity).check_mode();
+        let ids = &*self.inner.ids;
         let now = self.inner.clock.now_ms();
         let mut st = self.lock();
         let hlc = st.hlc.tick(now);
@@ -69,7 +68,7 @@ impl Engine {
                 if tx.insert_new_record(&rec)? {
                     rec.pending = 0;
                     let patch = rec.fields.clone();
-                    append(tx, &mut rec, Op::Create, patch, &hlc, check, now)?;
+                    append(tx, &mut rec, Op::Create, patch, &hlc, check, now, ids)?;
                     delta = 1;
                     out = Some(RecordView::from(&rec));
                     return Ok(());
@@ -100,7 +99,7 @@ impl Engine {
                 check_size(&rec.fields)?;
             }
             let before = rec.pending;
-            if !enqueue(tx, &mut rec, op, patch, &hlc, check, now)? {
+            if !enqueue(tx, &mut rec, op, patch, &hlc, check, now, ids)? {
                 out = None;
                 delta = -1;
                 return Ok(());
@@ -151,6 +150,7 @@ pub(super) fn new_local(entity: &str, record_id: &str) -> LocalRecord {
 /// Adds an op for `rec` to the outbox, folding it into the record's last op when that one has
 /// not been sent yet. Updates `rec.pending`; the caller writes `rec`. Returns `false` when a
 /// create and a delete cancelled out and the record, never sent, was removed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn enqueue(
     tx: &mut dyn StoreTx,
     rec: &mut LocalRecord,
@@ -159,6 +159,7 @@ pub(super) fn enqueue(
     hlc: &Hlc,
     check: CheckMode,
     now_ms: u64,
+    ids: &dyn IdSource,
 ) -> Result<bool> {
     if rec.pending > 0
         && let Some(mut last) = tx.record_ops(&rec.entity, &rec.record_id)?.pop()
@@ -183,16 +184,17 @@ pub(super) fn enqueue(
                 }
                 return Ok(true);
             }
-            _ => return append(tx, rec, op, patch, hlc, check, now_ms).map(|_| true),
+            _ => return append(tx, rec, op, patch, hlc, check, now_ms, ids).map(|_| true),
         }
         last.hlc = hlc.clone();
         last.check = check;
         tx.update_op(&last)?;
         return Ok(true);
     }
-    append(tx, rec, op, patch, hlc, check, now_ms).map(|_| true)
+    append(tx, rec, op, patch, hlc, check, now_ms, ids).map(|_| true)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn append(
     tx: &mut dyn StoreTx,
     rec: &mut LocalRecord,
@@ -201,10 +203,11 @@ fn append(
     hlc: &Hlc,
     check: CheckMode,
     now_ms: u64,
+    ids: &dyn IdSource,
 ) -> Result<()> {
     tx.insert_op(&OutboxOp {
         seq: 0,
-        op_id: Uuid::now_v7(),
+        op_id: ids.new_uuid(),
         entity: rec.entity.clone(),
         record_id: rec.record_id.clone(),
         op,

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use converge_core::Scope;
-use converge_core::check::{Decision, decide};
+use converge_core::check::{Decision, Rules, decide};
 use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
-use converge_core::wire::{Accepted, Change, Limits, Mutation, OpOutcome, PushResponse};
+use converge_core::wire::{Accepted, Change, Mutation, OpOutcome, PushResponse};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result};
@@ -167,7 +167,7 @@ fn apply_batch(
     key: &str,
     body_hash: &str,
     mutations: &[Mutation],
-    limits: &Limits,
+    rules: &Rules,
 ) -> Result<std::result::Result<PushResponse, StoredPush>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(stored) = rows::stored_push(&tx, scope, key)? {
@@ -183,7 +183,7 @@ fn apply_batch(
             continue;
         }
         let current = rows::load_record(&tx, tenant, &m.entity, &m.record_id)?;
-        let outcome = match decide(m, current.as_ref(), limits) {
+        let outcome = match decide(m, current.as_ref(), rules) {
             Decision::Apply(rec) => {
                 let seq = rows::next_seq(&tx, tenant)?;
                 rows::save_record(&tx, tenant, &rec, seq)?;
@@ -219,11 +219,11 @@ impl ServerStore for SqliteServerStore {
         key: &str,
         body_hash: &str,
         mutations: &[Mutation],
-        limits: &Limits,
+        rules: &Rules,
     ) -> converge_core::Result<std::result::Result<PushResponse, StoredPush>> {
         let (scope, key, body_hash) = (scope.clone(), key.to_owned(), body_hash.to_owned());
-        let (mutations, limits) = (mutations.to_vec(), *limits);
-        Ok(self.run(move |conn| apply_batch(conn, &scope, &key, &body_hash, &mutations, &limits)).await?)
+        let (mutations, rules) = (mutations.to_vec(), rules.clone());
+        Ok(self.run(move |conn| apply_batch(conn, &scope, &key, &body_hash, &mutations, &rules)).await?)
     }
 
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {

@@ -29,7 +29,7 @@ fn update(id: &str, n: u128, base: u64, patch: serde_json::Value) -> Mutation {
 }
 
 async fn apply(store: &SqliteServerStore, tenant: &str, key: &str, ms: &[Mutation]) -> PushResponse {
-    store.apply_batch(&scope(tenant), key, "hash", ms, &Limits::default()).await.unwrap().unwrap()
+    store.apply_batch(&scope(tenant), key, "hash", ms, &converge_core::check::Rules::default()).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -42,7 +42,9 @@ async fn apply_batch_stores_records_op_results_and_the_response() {
     assert_eq!(store.stats("t").unwrap(), TenantStats { seq: 3, version_sum: 3, records: 2, horizon: 0 });
 
     // The key is taken: nothing is applied and the stored push comes back.
-    let again = store.apply_batch(&scope("t"), "k1", "other", &[create("r3", 9)], &Limits::default()).await;
+    let again = store
+        .apply_batch(&scope("t"), "k1", "other", &[create("r3", 9)], &converge_core::check::Rules::default())
+        .await;
     let stored = again.unwrap().unwrap_err();
     assert_eq!((stored.body_hash.as_str(), &stored.response), ("hash", &resp));
     assert_eq!(store.stored_push(&scope("t"), "k1").await.unwrap(), Some(stored));

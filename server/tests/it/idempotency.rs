@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
-use converge_core::wire::{Change, Limits, Mutation, PushResponse};
+use converge_core::wire::{Change, Mutation, PushResponse};
 use converge_core::{Code, Scope, Tenancy};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -74,7 +74,7 @@ impl ServerStore for GatedStore {
         key: &str,
         body_hash: &str,
         mutations: &[Mutation],
-        limits: &Limits,
+        limits: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         self.entered.add_permits(1);
         self.gate.acquire().await.unwrap().forget();
@@ -158,7 +158,7 @@ impl ServerStore for FlakyStore {
         key: &str,
         body_hash: &str,
         mutations: &[Mutation],
-        limits: &Limits,
+        limits: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         match self.failures.fetch_sub(1, Ordering::SeqCst) {
             2 => Err(converge_core::Error::Store { detail: "database is locked".into(), retryable: true }),

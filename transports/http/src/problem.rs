@@ -66,6 +66,7 @@ pub fn title(code: Code) -> &'static str {
         Code::BatchTooLarge => "Batch too large",
         Code::BodyTooLarge => "Body too large",
         Code::RecordTooLarge => "Record too large",
+        Code::CheckModeTooWeak => "Check mode too weak",
         Code::NotFound => "Not found",
         Code::CursorExpired => "Cursor expired",
         Code::RateLimited => "Rate limited",

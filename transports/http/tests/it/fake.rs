@@ -105,7 +105,12 @@ impl SyncApi for Scoped {
                         entity: m.entity,
                         record_id: m.record_id,
                         fields: m.patch.keys().cloned().collect(),
-                        server: ServerState { version: server.version, fields: server.fields, deleted: server.deleted },
+                        server: ServerState {
+                            version: server.version,
+                            fields: server.fields,
+                            deleted: server.deleted,
+                            meta: Default::default(),
+                        },
                     });
                     continue;
                 }
