@@ -27,6 +27,10 @@ pub(crate) struct ClientArgs {
     /// Print one JSON document instead of text for people.
     #[arg(long, global = true)]
     json: bool,
+    /// The merge policy of an entity: ENTITY=field_merge|lww|server_authoritative (repeatable;
+    /// without one, every conflict waits for review).
+    #[arg(long = "policy", value_parser = parse_policy)]
+    policies: Vec<(String, String)>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -85,6 +89,15 @@ enum ClientCommand {
     Journal,
 }
 
+fn parse_policy(s: &str) -> Result<(String, String), String> {
+    let (entity, name) =
+        s.split_once('=').ok_or_else(|| format!("{s:?}: write ENTITY=POLICY, e.g. notes=field_merge"))?;
+    if converge_policies::builtin(name).is_none() {
+        return Err(format!("unknown policy {name:?}; built in: {}", converge_policies::BUILTINS.join(", ")));
+    }
+    Ok((entity.to_owned(), name.to_owned()))
+}
+
 fn parse_fields(s: &str) -> Result<Fields> {
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -93,11 +106,19 @@ fn parse_fields(s: &str) -> Result<Fields> {
     }
 }
 
-pub(crate) fn open_engine(db: &std::path::Path, api: Option<Arc<HttpClient>>) -> Result<Engine> {
+pub(crate) fn open_engine(
+    db: &std::path::Path,
+    api: Option<Arc<HttpClient>>,
+    policies: &[(String, String)],
+) -> Result<Engine> {
     let store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
     let mut b = Engine::builder(Box::new(store));
     if let Some(api) = api {
         b = b.api(api);
+    }
+    for (entity, name) in policies {
+        let policy = converge_policies::builtin(name).with_context(|| format!("unknown policy {name}"))?;
+        b = b.policy(entity, policy);
     }
     Ok(b.build()?)
 }
@@ -114,7 +135,7 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
         }
         _ => None,
     };
-    let engine = open_engine(&args.db, api)?;
+    let engine = open_engine(&args.db, api, &args.policies)?;
     let out = Output { json: args.json };
     match args.command {
         ClientCommand::Put { entity, id, fields } => {

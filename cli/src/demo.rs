@@ -83,12 +83,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     println!("Files live in {}", dir.display());
 
     step(1, "Start the sync server on the embedded SQLite store.");
-    let server = start(&dir.join("converge-server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default()).await?;
+    let mut rules = Rules::default();
+    rules.pins.insert("orders".into(), converge_core::CheckMode::Record);
+    let server = start(&dir.join("converge-server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, rules).await?;
     println!("   server listening on {}", server.url());
     let token = JwtAuth::new(DEV_SECRET.as_bytes()).issue("demo", "alice", std::time::Duration::from_secs(3600))?;
     let device = |name: &'static str| -> Result<Device> {
         let api = Arc::new(HttpClient::new(&server.url(), token.clone())?);
-        Ok(Device { name, engine: open_engine(&dir.join(format!("{name}.db")), Some(api))? })
+        let policies = [("notes", "field_merge"), ("flags", "lww"), ("orders", "server_authoritative")]
+            .map(|(e, p)| (e.to_owned(), p.to_owned()));
+        Ok(Device { name, engine: open_engine(&dir.join(format!("{name}.db")), Some(api), &policies)? })
     };
     let phone = device("phone")?;
     let laptop = device("laptop")?;
@@ -117,52 +121,100 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     phone.show("notes")?;
     laptop.show("notes")?;
 
-    step(5, "Offline again, both change the SAME field: the title of 'trip'.");
-    phone.engine.patch("notes", &ids[1], obj(json!({"title": "trip to Lisbon"})))?;
-    laptop.engine.patch("notes", &ids[1], obj(json!({"title": "trip to Porto"})))?;
+    step(5, "Offline again, both edit the SAME note 'trip'. Notes use the field-merge policy.");
+    phone.engine.patch(
+        "notes",
+        &ids[1],
+        obj(json!({"title": "trip to Lisbon", "body": "day 1: ?\nday 2: ?\nday 3: ?\nday 4: ?"})),
+    )?;
     phone.sync().await?;
     laptop.sync().await?;
-    println!("   The phone synced first and won the field; the laptop's edit is a conflict, kept, not lost:");
-    let conflicts = laptop.engine.conflicts()?;
-    for c in &conflicts {
+    phone.engine.patch(
+        "notes",
+        &ids[1],
+        obj(json!({"title": "trip to Lisbon!", "body": "day 1: Lisbon\nday 2: ?\nday 3: ?\nday 4: ?"})),
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    laptop.engine.patch(
+        "notes",
+        &ids[1],
+        obj(json!({"title": "trip to Porto", "body": "day 1: ?\nday 2: ?\nday 3: ?\nday 4: Porto"})),
+    )?;
+    phone.sync().await?;
+    laptop.sync().await?;
+    phone.sync().await?;
+    println!("   The body lines merge; for the title, the later edit (the laptop's) wins. The UI shows a banner:");
+    for j in laptop.engine.journal()?.iter().filter(|j| j.outcome == "merged") {
+        println!("   [banner] {}", j.reason);
         println!(
-            "   conflict #{} on {}/{} field(s) {:?}: laptop wanted {}, server has {}",
-            c.id,
-            c.entity,
-            c.record_id,
-            c.fields,
-            serde_json::Value::Object(c.local.clone()),
-            serde_json::Value::Object(c.server.clone())
+            "   the versions before the merge stay in the journal: {}",
+            serde_json::Value::Object(j.losing.clone())
         );
     }
-    laptop.show("notes")?;
-    let conflict = conflicts.first().context("the demo expected a conflict")?;
+    phone.show("notes")?;
 
-    step(
-        6,
-        "Alice settles it on the laptop with a merged value; that becomes a new change based on the server's version.",
-    );
-    laptop
-        .engine
-        .resolve(conflict.id, Choice::Merged(obj(json!({"title": "trip to Lisbon and Porto", "body": ""}))))?;
+    step(6, "A status: flags use last-writer-wins. Both set it offline; the laptop sets it last.");
+    let flag = phone.engine.create("flags", obj(json!({"label": "groceries", "state": "todo"})))?.record_id;
+    phone.sync().await?;
+    laptop.sync().await?;
+    phone.engine.patch("flags", &flag, obj(json!({"state": "doing"})))?;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    laptop.engine.patch("flags", &flag, obj(json!({"state": "done"})))?;
+    println!("   The laptop syncs FIRST, the phone (older write) second: arrival order does not matter.");
     laptop.sync().await?;
     phone.sync().await?;
-    phone.show("notes")?;
-    laptop.show("notes")?;
+    laptop.sync().await?;
+    let state = phone.engine.get("flags", &flag)?.context("the flag")?.fields["state"].clone();
+    ensure!(state == json!("done"), "the later write must win");
+    println!("   state = {state} on both: the latest write wins, whatever order the writes arrive in.");
 
-    step(7, "Check: both devices and the server hold the same records.");
+    step(7, "An order: orders are server-authoritative, and the server pins them to the 'record' check.");
+    let order =
+        phone.engine.create("orders", obj(json!({"item": "coffee beans", "qty": 1, "status": "new"})))?.record_id;
+    phone.sync().await?;
+    laptop.sync().await?;
+    phone.engine.patch("orders", &order, obj(json!({"status": "paid"})))?;
+    laptop.engine.patch("orders", &order, obj(json!({"qty": 3})))?;
+    phone.sync().await?;
+    laptop.sync().await?;
+    let review = laptop.engine.conflicts()?;
+    let c = review.first().context("the demo expected an order to need review")?;
+    println!(
+        "   needs review: the laptop wanted {} but the server has {} ({})",
+        serde_json::Value::Object(c.local.clone()),
+        serde_json::Value::Object(c.server.clone()),
+        c.reason
+    );
+    laptop.show("orders")?;
+    println!("   Alice decides on the laptop: keep her quantity. That is a new change on the server's version.");
+    laptop.engine.resolve(c.id, Choice::KeepLocal)?;
+    laptop.sync().await?;
+    phone.sync().await?;
+    phone.show("orders")?;
+
+    step(8, "Check: both devices and the server hold the same records.");
     let api = HttpClient::new(&server.url(), token.clone())?;
-    for id in &ids {
-        let on_server = api.record("notes", id).await?;
-        let a = phone.engine.get("notes", id)?.context("phone lost a record")?;
-        let b = laptop.engine.get("notes", id)?.context("laptop lost a record")?;
+    let all: Vec<(&str, &String)> =
+        ids.iter().map(|id| ("notes", id)).chain([("flags", &flag), ("orders", &order)]).collect();
+    for (entity, id) in &all {
+        let on_server = api.record(entity, id).await?;
+        let a = phone.engine.get(entity, id)?.context("phone lost a record")?;
+        let b = laptop.engine.get(entity, id)?.context("laptop lost a record")?;
         ensure!(a.fields == on_server.fields && b.fields == on_server.fields, "devices did not converge on {id}");
         ensure!(a.version == on_server.version && b.version == on_server.version, "versions differ on {id}");
     }
-    println!("   converged: {} records identical on the phone, the laptop and the server.", ids.len());
-    println!("   The journal keeps the settled conflict and the value that lost:");
+    println!("   converged: {} records identical on the phone, the laptop and the server.", all.len());
+    println!("   The laptop's conflict journal: every settlement and the values that lost:");
     for j in laptop.engine.journal()? {
-        println!("   #{} {} -> {} (lost: {})", j.id, j.record_id, j.outcome, serde_json::Value::Object(j.losing));
+        println!(
+            "   #{} {}/{} policy {} -> {} (lost: {})",
+            j.id,
+            j.entity,
+            j.record_id,
+            j.policy,
+            j.outcome,
+            serde_json::Value::Object(j.losing)
+        );
     }
     server.stop().await?;
     println!("\nDone. Try it yourself: `converge serve`, then `converge client --help`.");

@@ -79,6 +79,10 @@ fn failures_exit_non_zero_with_a_clear_message_and_sync_resumes() {
     assert!(!ok && err.contains("no record"), "{err}");
     let (ok, _, err) = converge_status(bin(), &["client", "--db", db, "sync"]).unwrap();
     assert!(!ok && err.contains("no token"), "{err}");
+    let (ok, _, err) = run(&["--policy", "notes=coin_flip", "status"]);
+    assert!(!ok && err.contains("unknown policy"), "{err}");
+    let (ok, _, _) = run(&["--policy", "notes=field_merge", "status"]);
+    assert!(ok);
     let (ok, _, _) = run(&["put", "notes", "n1", r#"{"a": 1}"#]);
     assert!(ok);
     srv.kill().unwrap();
@@ -99,8 +103,9 @@ fn failures_exit_non_zero_with_a_clear_message_and_sync_resumes() {
 fn the_demo_runs_and_converges() {
     let (ok, out, err) = converge_status(bin(), &["demo"]).unwrap();
     assert!(ok, "demo failed: {err}\n{out}");
-    assert!(out.contains("converged:"), "{out}");
-    assert!(out.contains("conflict #"), "{out}");
+    for needle in ["converged:", "[banner] merged update", "lines merged", "state = \"done\" on both", "needs review"] {
+        assert!(out.contains(needle), "the demo output lacks {needle:?}:\n{out}");
+    }
 }
 
 #[test]
