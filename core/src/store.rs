@@ -215,6 +215,8 @@ pub trait StoreTx: StoreRead {
     fn update_op(&mut self, op: &OutboxOp) -> Result<()>;
     /// Removes an op (by seq).
     fn remove_op(&mut self, seq: i64) -> Result<()>;
+    /// Marks ops (by seq) in flight in the batch `batch_id`.
+    fn mark_in_flight(&mut self, seqs: &[i64], batch_id: &str) -> Result<()>;
     /// Inserts a conflict; returns its id.
     fn insert_conflict(&mut self, conflict: &ConflictRecord) -> Result<i64>;
     /// Rewrites a conflict (by id).

@@ -118,7 +118,8 @@ impl Engine {
             op.state = OpState::InFlight;
             op.batch_id = Some(key.clone());
         }
-        st.store.transact(&mut |tx| ops.iter().try_for_each(|op| tx.update_op(op)))?;
+        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+        st.store.transact(&mut |tx| tx.mark_in_flight(&seqs, &key))?;
         Ok(Some((key, ops)))
     }
 
@@ -192,7 +193,8 @@ impl Engine {
                             rec.server_deleted = false;
                         }
                         rec.server_version = rec.server_version.max(a.version);
-                        let mut later = tx.record_ops(&op.entity, &op.record_id)?;
+                        let mut later =
+                            if rec.pending > 0 { tx.record_ops(&op.entity, &op.record_id)? } else { Vec::new() };
                         for l in later.iter_mut().filter(|l| l.base_version == op.base_version) {
                             l.base_version = a.version;
                             tx.update_op(l)?;

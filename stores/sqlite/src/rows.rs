@@ -384,6 +384,16 @@ pub(crate) fn update_op(conn: &Connection, o: &OutboxOp) -> Result<()> {
     if n == 1 { Ok(()) } else { Err(malformed("update of an outbox op that is not there")) }
 }
 
+pub(crate) fn mark_in_flight(conn: &Connection, seqs: &[i64], batch_id: &str) -> Result<()> {
+    let mut stmt = conn.prepare_cached("UPDATE outbox SET state = 'in_flight', batch_id = ?2 WHERE seq = ?1")?;
+    for seq in seqs {
+        if stmt.execute(params![seq, batch_id])? != 1 {
+            return Err(malformed("an outbox op to send is not there"));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn remove_op(conn: &Connection, seq: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?.execute(params![seq])?;
     Ok(())

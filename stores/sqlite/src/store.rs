@@ -239,6 +239,9 @@ impl StoreTx for Tx<'_> {
     fn remove_op(&mut self, seq: i64) -> CoreResult<()> {
         Ok(rows::remove_op(&self.0, seq)?)
     }
+    fn mark_in_flight(&mut self, seqs: &[i64], batch_id: &str) -> CoreResult<()> {
+        Ok(rows::mark_in_flight(&self.0, seqs, batch_id)?)
+    }
     fn insert_conflict(&mut self, conflict: &ConflictRecord) -> CoreResult<i64> {
         Ok(rows::write_conflict(&self.0, conflict, true)?)
     }
