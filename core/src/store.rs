@@ -29,7 +29,7 @@ pub struct LocalRecord {
     pub pending: u32,
     /// Open conflicts of this record.
     pub conflicts: u32,
-    /// Failed ops of this record.
+    /// Ops of this record refused for good (failed or needing action); they hold later ops back.
     pub failed: u32,
 }
 
@@ -43,6 +43,9 @@ pub enum OpState {
     InFlight,
     /// Refused permanently; waits for the user, and holds later ops of its record back.
     Failed,
+    /// Refused as invalid (e.g. too large, a check mode the server does not allow): the user must
+    /// change it; holds later ops of its record back like a failed op.
+    NeedsAction,
 }
 
 impl OpState {
@@ -52,6 +55,7 @@ impl OpState {
             OpState::Pending => "pending",
             OpState::InFlight => "in_flight",
             OpState::Failed => "failed",
+            OpState::NeedsAction => "needs_action",
         }
     }
 
@@ -61,6 +65,7 @@ impl OpState {
             "pending" => Some(OpState::Pending),
             "in_flight" => Some(OpState::InFlight),
             "failed" => Some(OpState::Failed),
+            "needs_action" => Some(OpState::NeedsAction),
             _ => None,
         }
     }

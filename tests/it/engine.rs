@@ -137,7 +137,7 @@ async fn a_refused_op_is_kept_visible_and_holds_back_its_record_only() {
     let s = a.status();
     assert_eq!((s.pending, s.failed), (0, 1));
     let big = a.get("notes", "big").unwrap().unwrap();
-    assert_eq!(big.state, RecordState::Failed);
+    assert_eq!(big.state, RecordState::NeedsAction, "a validation refusal needs the user");
     assert_eq!(big.fields["text"].as_str().unwrap().len(), 500, "the refused value is still there");
     // A later edit of the refused record waits behind it; other records keep syncing.
     a.patch("notes", "big", obj(json!({"text": "shorter"}))).unwrap();

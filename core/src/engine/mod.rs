@@ -139,6 +139,18 @@ struct Inner {
     config: EngineConfig,
 }
 
+/// A record's view; a record with refused ops is `needs_action` when one of them needs the user
+/// to change it, else `failed`.
+fn view_of(store: &dyn LocalStore, r: &LocalRecord) -> Result<RecordView> {
+    let mut view = RecordView::from(r);
+    if r.failed > 0
+        && store.record_ops(&r.entity, &r.record_id)?.iter().any(|o| o.state == crate::store::OpState::NeedsAction)
+    {
+        view.state = RecordState::NeedsAction;
+    }
+    Ok(view)
+}
+
 /// How one transaction changed the records' counters (outbox ops, failed ops, open conflicts).
 #[derive(Debug, Default, Clone, Copy)]
 struct Delta {
@@ -203,12 +215,14 @@ impl Engine {
 
     /// One record as the app sees it (also a deleted one, with `deleted` set).
     pub fn get(&self, entity: &str, record_id: &str) -> Result<Option<RecordView>> {
-        Ok(self.lock().store.record(entity, record_id)?.as_ref().map(RecordView::from))
+        let st = self.lock();
+        st.store.record(entity, record_id)?.as_ref().map(|r| view_of(&*st.store, r)).transpose()
     }
 
     /// The records of an entity the app sees (not deleted), ordered by record id.
     pub fn list(&self, entity: &str) -> Result<Vec<RecordView>> {
-        Ok(self.lock().store.list(entity)?.iter().map(RecordView::from).collect())
+        let st = self.lock();
+        st.store.list(entity)?.iter().map(|r| view_of(&*st.store, r)).collect()
     }
 
     /// Conflicts waiting for the user.

@@ -76,7 +76,7 @@ pub(super) fn settle_conflict(
     let mut local_hlc = op.hlc.clone();
     for later in tx.record_ops(&op.entity, &op.record_id)? {
         local_hlc = local_hlc.max(later.hlc.clone());
-        if later.state == OpState::Failed {
+        if matches!(later.state, OpState::Failed | OpState::NeedsAction) {
             rec.failed = rec.failed.saturating_sub(1);
         }
         if later.op == Op::Delete {

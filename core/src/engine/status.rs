@@ -79,6 +79,8 @@ pub enum RecordState {
     Conflict,
     /// An op was refused for good and waits for the user.
     Failed,
+    /// An op was refused as invalid; the user must change it (the server's message says why).
+    NeedsAction,
 }
 
 /// A record as the app sees it.

@@ -221,7 +221,13 @@ impl Engine {
                     Some(OpOutcome::Rejected(r)) if !r.retryable => {
                         counts.2 += 1;
                         let mut op = op.clone();
-                        op.state = OpState::Failed;
+                        // A validation refusal needs the user to change the data; others fail.
+                        op.state = match r.code {
+                            Code::InvalidRequest | Code::RecordTooLarge | Code::CheckModeTooWeak => {
+                                OpState::NeedsAction
+                            }
+                            _ => OpState::Failed,
+                        };
                         op.batch_id = None;
                         op.last_error = Some(format!("{}: {}", r.code, r.message));
                         tx.update_op(&op)?;

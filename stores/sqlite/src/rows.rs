@@ -188,8 +188,9 @@ pub(crate) fn next_ops(conn: &Connection, limit: usize) -> Result<Vec<OutboxOp>>
 pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
     let (pending, failed, oldest): (i64, i64, Option<i64>) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(state <> 'failed'), 0), COALESCE(SUM(state = 'failed'), 0), \
-             MIN(CASE WHEN state <> 'failed' THEN created_ms END) FROM outbox",
+            "SELECT COALESCE(SUM(state NOT IN ('failed', 'needs_action')), 0), \
+             COALESCE(SUM(state IN ('failed', 'needs_action')), 0), \
+             MIN(CASE WHEN state NOT IN ('failed', 'needs_action') THEN created_ms END) FROM outbox",
         )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let open: i64 =
@@ -204,7 +205,9 @@ pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
 
 pub(crate) fn oldest_pending_ms(conn: &Connection) -> Result<Option<u64>> {
     let t: Option<i64> = conn
-        .prepare_cached("SELECT created_ms FROM outbox WHERE state <> 'failed' ORDER BY seq LIMIT 1")?
+        .prepare_cached(
+            "SELECT created_ms FROM outbox WHERE state NOT IN ('failed', 'needs_action') ORDER BY seq LIMIT 1",
+        )?
         .query_row([], |r| r.get(0))
         .optional()?;
     Ok(t.map(|v| v as u64))
