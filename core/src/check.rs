@@ -100,14 +100,7 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
             version,
         }))
     };
-    let reject = |code: Code, message: &str| {
-        Decision::Answer(OpOutcome::Rejected(Rejected {
-            op_id: m.op_id,
-            code,
-            message: message.to_owned(),
-            retryable: false,
-        }))
-    };
+    let reject = |code: Code, message: &str| rejection(m, code, message);
     let conflict = |rec: &StoredRecord, mut fields: Vec<String>| {
         fields.sort();
         fields.dedup();
@@ -142,7 +135,7 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
                     deleted_hlc: None,
                 };
                 let keys: Vec<String> = m.patch.keys().cloned().collect();
-                finish(&mut rec, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+                finish(&mut rec, m, &keys, limits)
             }
             Op::Update | Op::Delete => reject(Code::NotFound, "the record does not exist"),
         };
@@ -165,7 +158,7 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
             // sender hears of the winning values through the feed.
             let keys: Vec<String> =
                 m.patch.keys().filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc)).cloned().collect();
-            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+            finish(&mut next, m, &keys, limits)
         }
         (Op::Create, _) => {
             let differing = m.patch.keys().filter(|k| cur.fields.get(*k) != m.patch.get(*k)).cloned();
@@ -185,14 +178,14 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
                 return conflict(cur, conflicting);
             }
             let keys: Vec<String> = m.patch.keys().cloned().collect();
-            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+            finish(&mut next, m, &keys, limits)
         }
         (Op::Update, CheckMode::Record) => {
             if cur.version != m.base_version {
                 return conflict(cur, cur.changed_since(m.base_version));
             }
             let keys: Vec<String> = m.patch.keys().cloned().collect();
-            finish(&mut next, m, &keys, limits).unwrap_or_else(|| reject(Code::RecordTooLarge, TOO_LARGE))
+            finish(&mut next, m, &keys, limits)
         }
         (Op::Delete, CheckMode::Lww) => {
             if cur.max_hlc().is_some_and(|h| *h > m.hlc) {
@@ -213,11 +206,22 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
 
 const TOO_LARGE: &str = "the record's fields would exceed the server's size limit";
 
-/// Applies the patch's `keys` to `rec` as a new version; `None` if the result is too large.
+/// A permanent per-op rejection.
+fn rejection(m: &Mutation, code: Code, message: &str) -> Decision {
+    Decision::Answer(OpOutcome::Rejected(Rejected {
+        op_id: m.op_id,
+        code,
+        message: message.to_owned(),
+        retryable: false,
+    }))
+}
+
+/// Applies the patch's `keys` to `rec` as a new version, or rejects the op if the record would
+/// be too large.
 /// A key whose value does not change is still stamped with the new version and HLC: the write
 /// happened, and a concurrent write based on an older version must see it (as a conflict under
 /// `fields` and `record`, by HLC under `lww`) instead of silently undoing it.
-fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Option<Decision> {
+fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Decision {
     let version = rec.version + 1;
     for k in keys {
         let v = &m.patch[k];
@@ -229,10 +233,10 @@ fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits
         rec.meta.insert(k.clone(), FieldMeta { v: version, hlc: m.hlc.clone() });
     }
     if json_size(&rec.fields) > limits.max_record_bytes {
-        return None;
+        return rejection(m, Code::RecordTooLarge, TOO_LARGE);
     }
     rec.version = version;
-    Some(Decision::Apply(rec.clone()))
+    Decision::Apply(rec.clone())
 }
 
 fn tombstone(mut rec: StoredRecord, m: &Mutation) -> StoredRecord {

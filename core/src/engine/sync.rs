@@ -130,19 +130,12 @@ impl Engine {
         st.store.transact(&mut |tx| {
             delta = Delta::default();
             for op in ops {
-                let mut op = op.clone();
-                op.batch_id = None;
-                op.last_error = Some(err.to_string());
-                if failed {
-                    op.state = OpState::Failed;
-                    if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
-                        let before = counters(&rec);
-                        rec.failed += 1;
-                        tx.put_record(&rec)?;
-                        delta.track(before, &rec);
-                    }
-                } else {
-                    op.state = OpState::Pending;
+                let op = unsent(op, if failed { OpState::Failed } else { OpState::Pending }, err.to_string());
+                if failed && let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
+                    let before = counters(&rec);
+                    rec.failed += 1;
+                    tx.put_record(&rec)?;
+                    delta.track(before, &rec);
                 }
                 tx.update_op(&op)?;
             }
@@ -220,28 +213,23 @@ impl Engine {
                     }
                     Some(OpOutcome::Rejected(r)) if !r.retryable => {
                         counts.2 += 1;
-                        let mut op = op.clone();
                         // A validation refusal needs the user to change the data; others fail.
-                        op.state = match r.code {
+                        let state = match r.code {
                             Code::InvalidRequest | Code::RecordTooLarge | Code::CheckModeTooWeak => {
                                 OpState::NeedsAction
                             }
                             _ => OpState::Failed,
                         };
-                        op.batch_id = None;
-                        op.last_error = Some(format!("{}: {}", r.code, r.message));
-                        tx.update_op(&op)?;
+                        tx.update_op(&unsent(op, state, format!("{}: {}", r.code, r.message)))?;
                         rec.failed += 1;
                     }
                     other => {
-                        let mut op = op.clone();
-                        op.state = OpState::Pending;
-                        op.batch_id = None;
-                        op.attempts += 1;
-                        op.last_error = Some(match other {
+                        let error = match other {
                             Some(OpOutcome::Rejected(r)) => format!("{}: {}", r.code, r.message),
                             _ => "the server's answer did not mention this op".into(),
-                        });
+                        };
+                        let mut op = unsent(op, OpState::Pending, error);
+                        op.attempts += 1;
                         tx.update_op(&op)?;
                     }
                 }
@@ -328,6 +316,11 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// An op taken out of its batch, in `state`, with the reason.
+fn unsent(op: &OutboxOp, state: OpState, error: String) -> OutboxOp {
+    OutboxOp { state, batch_id: None, last_error: Some(error), ..op.clone() }
 }
 
 fn to_mutation(op: &OutboxOp) -> Mutation {

@@ -25,92 +25,83 @@ fn malformed(what: &str) -> Error {
     Error::Malformed(what.to_owned())
 }
 
-fn record_row(r: &Row<'_>) -> rusqlite::Result<(LocalRecord, String, String)> {
-    Ok((
-        LocalRecord {
-            entity: r.get(0)?,
-            record_id: r.get(1)?,
-            server_version: r.get::<_, i64>(2)? as u64,
-            server_fields: Fields::new(),
-            server_deleted: r.get(4)?,
-            fields: Fields::new(),
-            deleted: r.get(6)?,
-            pending: r.get(7)?,
-            conflicts: r.get(8)?,
-            failed: r.get(9)?,
-        },
-        r.get(3)?,
-        r.get(5)?,
-    ))
+/// Runs a query and maps every row with `f`.
+fn collect<T>(conn: &Connection, sql: &str, p: impl rusqlite::Params, f: fn(&Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(p)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(f(row)?);
+    }
+    Ok(out)
 }
 
-fn finish_record((mut rec, server, view): (LocalRecord, String, String)) -> Result<LocalRecord> {
-    rec.server_fields = fields(&server)?;
-    rec.fields = fields(&view)?;
-    Ok(rec)
+/// Runs a query and maps its first row, if any, with `f`.
+fn first<T>(conn: &Connection, sql: &str, p: impl rusqlite::Params, f: fn(&Row<'_>) -> Result<T>) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(p)?;
+    rows.next()?.map(f).transpose()
 }
 
-type RawOp = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    u32,
-    Option<String>,
-    i64,
-);
-
-fn op_row(r: &Row<'_>) -> rusqlite::Result<RawOp> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-    ))
+fn record_from(r: &Row<'_>) -> Result<LocalRecord> {
+    Ok(LocalRecord {
+        entity: r.get(0)?,
+        record_id: r.get(1)?,
+        server_version: r.get::<_, i64>(2)? as u64,
+        server_fields: fields(&r.get::<_, String>(3)?)?,
+        server_deleted: r.get(4)?,
+        fields: fields(&r.get::<_, String>(5)?)?,
+        deleted: r.get(6)?,
+        pending: r.get(7)?,
+        conflicts: r.get(8)?,
+        failed: r.get(9)?,
+    })
 }
 
-fn finish_op(raw: RawOp) -> Result<OutboxOp> {
-    let (seq, op_id, entity, record_id, op, patch, base, hlc, check, state, batch_id, attempts, last_error, created) =
-        raw;
+fn op_from(r: &Row<'_>) -> Result<OutboxOp> {
     Ok(OutboxOp {
-        seq,
-        op_id: op_id.parse().map_err(|_| malformed("outbox.op_id"))?,
-        entity,
-        record_id,
-        op: Op::parse(&op).map_err(|_| malformed("outbox.op"))?,
-        patch: fields(&patch)?,
-        base_version: base as u64,
-        hlc: hlc.parse::<Hlc>().map_err(|_| malformed("outbox.hlc"))?,
-        check: CheckMode::parse(&check).map_err(|_| malformed("outbox.check_mode"))?,
-        state: OpState::parse(&state).ok_or_else(|| malformed("outbox.state"))?,
-        batch_id,
-        attempts,
-        last_error,
-        created_ms: created as u64,
+        seq: r.get(0)?,
+        op_id: r.get::<_, String>(1)?.parse().map_err(|_| malformed("outbox.op_id"))?,
+        entity: r.get(2)?,
+        record_id: r.get(3)?,
+        op: Op::parse(&r.get::<_, String>(4)?).map_err(|_| malformed("outbox.op"))?,
+        patch: fields(&r.get::<_, String>(5)?)?,
+        base_version: r.get::<_, i64>(6)? as u64,
+        hlc: r.get::<_, String>(7)?.parse::<Hlc>().map_err(|_| malformed("outbox.hlc"))?,
+        check: CheckMode::parse(&r.get::<_, String>(8)?).map_err(|_| malformed("outbox.check_mode"))?,
+        state: OpState::parse(&r.get::<_, String>(9)?).ok_or_else(|| malformed("outbox.state"))?,
+        batch_id: r.get(10)?,
+        attempts: r.get(11)?,
+        last_error: r.get(12)?,
+        created_ms: r.get::<_, i64>(13)? as u64,
+    })
+}
+
+fn conflict_from(r: &Row<'_>) -> Result<ConflictRecord> {
+    Ok(ConflictRecord {
+        id: r.get(0)?,
+        entity: r.get(1)?,
+        record_id: r.get(2)?,
+        op_id: r.get::<_, String>(3)?.parse().map_err(|_| malformed("conflicts.op_id"))?,
+        op: Op::parse(&r.get::<_, String>(4)?).map_err(|_| malformed("conflicts.op"))?,
+        base: fields(&r.get::<_, String>(5)?)?,
+        local: fields(&r.get::<_, String>(6)?)?,
+        server: fields(&r.get::<_, String>(7)?)?,
+        server_version: r.get::<_, i64>(8)? as u64,
+        server_deleted: r.get(9)?,
+        fields: serde_json::from_str(&r.get::<_, String>(10)?)?,
+        policy: r.get(11)?,
+        outcome: r.get(12)?,
+        losing: fields(&r.get::<_, String>(13)?)?,
+        reason: r.get(14)?,
+        created_ms: r.get::<_, i64>(15)? as u64,
+        resolved_ms: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
+        trace_id: r.get(17)?,
     })
 }
 
 fn ops(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<OutboxOp>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let raws = stmt.query_map(p, op_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    raws.into_iter().map(finish_op).collect()
+    collect(conn, sql, p, op_from)
 }
 
 pub(crate) fn device_state(conn: &Connection) -> Result<DeviceState> {
@@ -155,15 +146,12 @@ pub(crate) fn max_outbox_hlc(conn: &Connection) -> Result<Option<Hlc>> {
 
 pub(crate) fn record(conn: &Connection, entity: &str, record_id: &str) -> Result<Option<LocalRecord>> {
     let sql = format!("SELECT {RECORD_COLS} FROM records WHERE entity = ?1 AND record_id = ?2");
-    let raw = conn.prepare_cached(&sql)?.query_row(params![entity, record_id], record_row).optional()?;
-    raw.map(finish_record).transpose()
+    first(conn, &sql, params![entity, record_id], record_from)
 }
 
 pub(crate) fn list(conn: &Connection, entity: &str) -> Result<Vec<LocalRecord>> {
     let sql = format!("SELECT {RECORD_COLS} FROM records WHERE entity = ?1 AND deleted = 0 ORDER BY record_id");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let raws = stmt.query_map(params![entity], record_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    raws.into_iter().map(finish_record).collect()
+    collect(conn, &sql, params![entity], record_from)
 }
 
 pub(crate) fn record_ops(conn: &Connection, entity: &str, record_id: &str) -> Result<Vec<OutboxOp>> {
@@ -213,105 +201,15 @@ pub(crate) fn oldest_pending_ms(conn: &Connection) -> Result<Option<u64>> {
     Ok(t.map(|v| v as u64))
 }
 
-type RawConflict = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    bool,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    String,
-);
-
-fn conflict_row(r: &Row<'_>) -> rusqlite::Result<RawConflict> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-        r.get(15)?,
-        r.get(16)?,
-        r.get(17)?,
-    ))
-}
-
-fn finish_conflict(raw: RawConflict) -> Result<ConflictRecord> {
-    let (
-        id,
-        entity,
-        record_id,
-        op_id,
-        op,
-        base,
-        local,
-        server,
-        sv,
-        sd,
-        flds,
-        policy,
-        outcome,
-        losing,
-        reason,
-        created,
-        resolved,
-        trace,
-    ) = raw;
-    Ok(ConflictRecord {
-        id,
-        entity,
-        record_id,
-        op_id: op_id.parse().map_err(|_| malformed("conflicts.op_id"))?,
-        op: Op::parse(&op).map_err(|_| malformed("conflicts.op"))?,
-        base: fields(&base)?,
-        local: fields(&local)?,
-        server: fields(&server)?,
-        server_version: sv as u64,
-        server_deleted: sd,
-        fields: serde_json::from_str(&flds)?,
-        policy,
-        outcome,
-        losing: fields(&losing)?,
-        reason,
-        created_ms: created as u64,
-        resolved_ms: resolved.map(|v| v as u64),
-        trace_id: trace,
-    })
-}
-
 pub(crate) fn conflicts(conn: &Connection, open: bool) -> Result<Vec<ConflictRecord>> {
     let cond = if open { "outcome = 'open'" } else { "outcome <> 'open'" };
     let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE {cond} ORDER BY id");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let raws = stmt.query_map([], conflict_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    raws.into_iter().map(finish_conflict).collect()
+    collect(conn, &sql, [], conflict_from)
 }
 
 pub(crate) fn conflict(conn: &Connection, id: i64) -> Result<Option<ConflictRecord>> {
     let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE id = ?1");
-    let raw = conn.prepare_cached(&sql)?.query_row(params![id], conflict_row).optional()?;
-    raw.map(finish_conflict).transpose()
+    first(conn, &sql, params![id], conflict_from)
 }
 
 pub(crate) fn put_record(conn: &Connection, r: &LocalRecord, replace: bool) -> Result<bool> {

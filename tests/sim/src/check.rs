@@ -128,7 +128,8 @@ pub(crate) async fn at_quiescence(v: &mut View<'_>, api: &Arc<dyn SyncApi>, stor
             }
         }
     }
-    for (step, entity, id, field, value) in &v.writes {
+    for w in v.writes {
+        let (step, entity, id, field, value) = (&w.step, &w.entity, &w.id, &w.field, &w.value);
         let holds = |current: Option<&Value>| match (value.get("line").and_then(Value::as_str), current) {
             (Some(line), Some(text)) => text.as_str().is_some_and(|t| t.lines().any(|l| l == line)),
             (_, current) => current == Some(value),
@@ -136,8 +137,11 @@ pub(crate) async fn at_quiescence(v: &mut View<'_>, api: &Arc<dyn SyncApi>, stor
         let in_final = server
             .get(&((*entity).to_owned(), id.clone()))
             .is_some_and(|ch| !ch.deleted && holds(ch.fields.get(field)));
-        let superseded = v.writes.iter().any(|(s, e2, id2, f2, v2)| {
-            e2 == entity && id2 == id && f2 == field && (s > step || (*entity == "flags" && (s, v2) != (step, value)))
+        let superseded = v.writes.iter().any(|o| {
+            o.entity == *entity
+                && o.id == *id
+                && o.field == *field
+                && (o.step > *step || (*entity == "flags" && (o.step, &o.value) != (*step, value)))
         }) || v.deletes.iter().any(|(s, e2, id2)| e2 == entity && id2 == id && s >= step);
         let journaled = kept.contains(&((*entity).to_owned(), id.clone(), field.clone(), value.to_string()));
         if !(in_final || superseded || journaled) {

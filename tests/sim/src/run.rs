@@ -18,12 +18,12 @@ use crate::{Outcome, SimConfig};
 
 /// One local field write, for the no-loss check. A text edit that changed one line is checked
 /// by that line, since a line merge keeps the line but not the whole text.
-struct Write {
-    step: usize,
-    entity: &'static str,
-    id: String,
-    field: String,
-    value: Value,
+pub(crate) struct Write {
+    pub(crate) step: usize,
+    pub(crate) entity: &'static str,
+    pub(crate) id: String,
+    pub(crate) field: String,
+    pub(crate) value: Value,
 }
 
 /// The line of `new` that differs from `old`, when exactly one does.
@@ -44,7 +44,6 @@ struct Run {
     deletes: Vec<(usize, &'static str, String)>,
     failures: Vec<String>,
     ops: u64,
-    conflicts: BTreeMap<String, u64>,
     cursors: Vec<u64>,
 }
 
@@ -176,9 +175,6 @@ impl Run {
             Ok(r) => format!("ok b{} a{} c{} r{} p{}", r.batches, r.accepted, r.conflicts, r.rejected, r.pulled),
             Err(e) => format!("err {:?}", e.class()),
         };
-        if let Ok(r) = &result {
-            *self.conflicts.entry("total".into()).or_default() += r.conflicts;
-        }
         // The cursor never moves backwards.
         let cursor = engine
             .sync_cursor()
@@ -254,7 +250,6 @@ async fn run_async(seed: u64, config: &SimConfig) -> Outcome {
         deletes: Vec::new(),
         failures: Vec::new(),
         ops: 0,
-        conflicts: BTreeMap::new(),
     };
     run.event(format!("seed {seed} rates {rates:?}"));
     let mut restarts = 0;
@@ -343,7 +338,7 @@ async fn run_async(seed: u64, config: &SimConfig) -> Outcome {
 /// What the checks need of a run.
 pub(crate) struct View<'a> {
     pub(crate) devices: &'a [Device],
-    pub(crate) writes: Vec<(usize, &'static str, String, String, Value)>,
+    pub(crate) writes: &'a [Write],
     pub(crate) deletes: &'a [(usize, &'static str, String)],
     pub(crate) failures: &'a mut Vec<String>,
     pub(crate) trace: &'a mut TraceHash,
@@ -352,7 +347,7 @@ pub(crate) struct View<'a> {
 fn run_view(run: &mut Run) -> View<'_> {
     View {
         devices: &run.devices,
-        writes: run.writes.iter().map(|w| (w.step, w.entity, w.id.clone(), w.field.clone(), w.value.clone())).collect(),
+        writes: &run.writes,
         deletes: &run.deletes,
         failures: &mut run.failures,
         trace: &mut run.trace,
