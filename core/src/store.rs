@@ -192,7 +192,7 @@ pub trait StoreRead {
     fn list(&self, entity: &str) -> Result<Vec<LocalRecord>>;
     /// The outbox ops of one record, in order.
     fn record_ops(&self, entity: &str, record_id: &str) -> Result<Vec<OutboxOp>>;
-    /// The ops in flight, in order (those of the batch to resend).
+    /// The ops in flight, grouped by batch (oldest key first) and in order within a batch.
     fn in_flight(&self) -> Result<Vec<OutboxOp>>;
     /// Up to `limit` pending ops that are the first outbox op of their record, in order.
     fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>>;

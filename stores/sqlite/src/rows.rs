@@ -160,7 +160,8 @@ pub(crate) fn record_ops(conn: &Connection, entity: &str, record_id: &str) -> Re
 }
 
 pub(crate) fn in_flight(conn: &Connection) -> Result<Vec<OutboxOp>> {
-    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE batch_id IS NOT NULL ORDER BY seq");
+    // Ordered as the partial index is, so the lookup never scans the whole outbox.
+    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE batch_id IS NOT NULL ORDER BY batch_id, seq");
     ops(conn, &sql, [])
 }
 
