@@ -255,6 +255,14 @@ impl Engine {
             for ch in &changes {
                 let mut rec = match tx.record(&ch.entity, &ch.record_id)? {
                     Some(r) if ch.version < r.server_version => continue,
+                    // Already known exactly (typically this device's own acknowledged change).
+                    Some(r)
+                        if ch.version == r.server_version
+                            && ch.deleted == r.server_deleted
+                            && ch.fields == r.server_fields =>
+                    {
+                        continue;
+                    }
                     Some(r) => r,
                     None => super::write::new_local(&ch.entity, &ch.record_id),
                 };

@@ -176,6 +176,10 @@ fn apply_batch(
     let tenant = scope.tenant.as_str();
     let now = now_ms();
     rows::ensure_counter(&tx, tenant)?;
+    // The write lock of this transaction is held from its start, so the counter read here can
+    // only move through this batch; it is written back once, in the same transaction.
+    let first_seq = rows::counter(&tx, tenant)?.0;
+    let mut seq = first_seq;
     let mut response = PushResponse::default();
     for m in mutations {
         if let Some(stored) = rows::op_result(&tx, tenant, m.op_id)? {
@@ -185,8 +189,8 @@ fn apply_batch(
         let current = rows::load_record(&tx, tenant, &m.entity, &m.record_id)?;
         let outcome = match decide(m, current.as_ref(), rules) {
             Decision::Apply(rec) => {
-                let seq = rows::next_seq(&tx, tenant)?;
-                rows::save_record(&tx, tenant, &rec, seq)?;
+                seq += 1;
+                rows::save_record(&tx, tenant, &rec, rows::to_i64(seq, "seq")?)?;
                 OpOutcome::Accepted(Accepted {
                     op_id: m.op_id,
                     entity: m.entity.clone(),
@@ -200,6 +204,9 @@ fn apply_batch(
             rows::insert_op_result(&tx, tenant, m.op_id, &outcome, now)?;
         }
         response.push(outcome);
+    }
+    if seq != first_seq {
+        rows::set_seq(&tx, tenant, seq)?;
     }
     rows::insert_push(&tx, scope, key, body_hash, &response, now)?;
     tx.commit()?;

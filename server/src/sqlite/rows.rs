@@ -80,11 +80,11 @@ pub(crate) fn ensure_counter(conn: &Connection, tenant: &str) -> Result<()> {
     Ok(())
 }
 
-/// Takes the tenant's next change sequence number (the counter row must exist).
-pub(crate) fn next_seq(conn: &Connection, tenant: &str) -> Result<i64> {
-    Ok(conn
-        .prepare_cached("UPDATE counters SET seq = seq + 1 WHERE tenant = ?1 RETURNING seq")?
-        .query_row([tenant], |r| r.get(0))?)
+/// Sets the tenant's change sequence (the counter row must exist).
+pub(crate) fn set_seq(conn: &Connection, tenant: &str, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE counters SET seq = ?2 WHERE tenant = ?1")?
+        .execute(params![tenant, to_i64(seq, "seq")?])?;
+    Ok(())
 }
 
 /// The tenant's (sequence, horizon); zeros for a tenant that never wrote.
