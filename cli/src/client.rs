@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use converge_core::store::ConflictRecord;
-use converge_core::{Choice, Engine, Fields, RecordView, SyncStatus};
+use converge_core::store::{ConflictRecord, OutboxOp};
+use converge_core::{Choice, Engine, Fields, MetricsReport, RecordView, SyncStatus};
 use converge_http::client::HttpClient;
 use converge_sqlite::SqliteStore;
 use serde_json::json;
@@ -68,7 +68,25 @@ enum ClientCommand {
     /// Run one full sync cycle: push the whole outbox, pull to the end of the feed.
     Sync,
     /// Show the sync status.
-    Status,
+    Status {
+        /// Also show the sync metrics: outbox depth, success rate, conflict rate per entity,
+        /// time to converge, retries.
+        #[arg(long)]
+        metrics: bool,
+    },
+    /// List the held changes: dead letters (refused for good or failed too often) and changes
+    /// the server refused as invalid (edit the record to correct one).
+    Held,
+    /// Send a held change again.
+    Retry {
+        /// The op id (see `held`).
+        op_id: uuid::Uuid,
+    },
+    /// Drop a held change; it stays in the journal.
+    Discard {
+        /// The op id (see `held`).
+        op_id: uuid::Uuid,
+    },
     /// List the conflicts waiting for a decision.
     Conflicts,
     /// Settle a conflict.
@@ -170,7 +188,22 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
             }
         }
         ClientCommand::Sync => sync(&engine, &out).await?,
-        ClientCommand::Status => out.status(&engine.status()),
+        ClientCommand::Status { metrics } => {
+            if metrics {
+                out.metrics(&engine.status(), &engine.metrics());
+            } else {
+                out.status(&engine.status());
+            }
+        }
+        ClientCommand::Held => out.held(&engine.held_ops()?),
+        ClientCommand::Retry { op_id } => {
+            engine.retry_op(op_id)?;
+            out.line(json!({"retried": op_id}), &format!("{op_id} goes out with the next `sync`"));
+        }
+        ClientCommand::Discard { op_id } => {
+            engine.discard_op(op_id)?;
+            out.line(json!({"discarded": op_id}), &format!("{op_id} discarded; its values are in the journal"));
+        }
         ClientCommand::Conflicts => out.conflicts(&engine.conflicts()?, "no conflicts waiting"),
         ClientCommand::Journal => out.conflicts(&engine.journal()?, "the journal is empty"),
         ClientCommand::Resolve { id, accept_server, keep_local, merged } => {
@@ -217,8 +250,11 @@ async fn sync(engine: &Engine, out: &Output) -> Result<()> {
         if status.open_conflicts > 0 {
             println!("{} conflict(s) wait for you: `converge client conflicts`", status.open_conflicts);
         }
-        if status.failed > 0 {
-            println!("{} change(s) were refused by the server; see `converge client status`", status.failed);
+        if status.needs_action + status.dead_letters > 0 {
+            println!(
+                "{} change(s) need your action and {} are dead letters; see `converge client held`",
+                status.needs_action, status.dead_letters
+            );
         }
     }
     Ok(())
@@ -279,11 +315,62 @@ impl Output {
         if let Some(t) = s.oldest_pending_ms {
             println!("oldest pending:   written {}", ago(Some(t)));
         }
-        println!("refused changes:  {}", s.failed);
+        println!("needs action:     {}", s.needs_action);
+        println!("dead letters:     {}", s.dead_letters);
         println!("open conflicts:   {}", s.open_conflicts);
         println!("last sync:        {}", ago(s.last_success_ms));
         if let Some(e) = &s.last_error {
             println!("last error:       {}", e.message);
+        }
+    }
+
+    fn metrics(&self, s: &SyncStatus, m: &MetricsReport) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&json!({"status": s, "metrics": m})).unwrap_or_default());
+            return;
+        }
+        self.status(s);
+        let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+        println!("outbox depth:     {}", m.outbox_depth);
+        println!(
+            "sync cycles:      {} ({} succeeded)",
+            m.cycles,
+            m.success_rate.map_or("-".to_owned(), |r| format!("{:.1} %", r * 100.0))
+        );
+        println!("time to converge: median {}, p90 {}", ms(m.median_converge_ms), ms(m.p90_converge_ms));
+        for (entity, rate) in &m.conflict_rate {
+            println!("conflict rate:    {entity} {:.1} %", rate * 100.0);
+        }
+        let retries: Vec<String> = m.retries.iter().enumerate().map(|(i, n)| format!("{i}:{n}")).collect();
+        println!("retries:          {}", if retries.is_empty() { "-".to_owned() } else { retries.join(" ") });
+    }
+
+    fn held(&self, ops: &[OutboxOp]) {
+        if self.json {
+            let list: Vec<_> = ops
+                .iter()
+                .map(|o| {
+                    json!({"op_id": o.op_id, "entity": o.entity, "record_id": o.record_id, "op": o.op,
+                           "state": o.state, "attempts": o.attempts, "error": o.last_error})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            return;
+        }
+        if ops.is_empty() {
+            println!("no held changes");
+        }
+        for o in ops {
+            println!(
+                "{}  {}/{}  {:?}  {}  after {} attempt(s): {}",
+                o.op_id,
+                o.entity,
+                o.record_id,
+                o.op,
+                o.state.as_str(),
+                o.attempts,
+                o.last_error.as_deref().unwrap_or("-")
+            );
         }
     }
 

@@ -1,10 +1,12 @@
 //! Converge core: the data model, the protocol and store traits, the conflict checks, and the
 //! client engine. No network, no SQL driver and no wasm runtime enter this crate.
 //!
-//! Features: `openapi` derives OpenAPI schemas for the wire types (used by `converge-http`).
+//! Features: `openapi` derives OpenAPI schemas for the wire types (used by `converge-http`);
+//! `crash-points` arms the kill -9 test points of [`crash`].
 
 pub mod api;
 pub mod check;
+pub mod crash;
 pub mod engine;
 pub mod error;
 pub mod hlc;
@@ -14,8 +16,11 @@ pub mod server_store;
 pub mod store;
 pub mod wire;
 
-pub use api::{Authenticator, Scope, SyncApi, Tenancy};
-pub use engine::{Choice, Engine, EngineBuilder, EngineConfig, Phase, RecordState, RecordView, SyncReport, SyncStatus};
+pub use api::{AuthProvider, Authenticator, Scope, StaticToken, SyncApi, Tenancy};
+pub use engine::{
+    Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Phase, RecordState, RecordView, SyncReport,
+    SyncStatus, WorkerConfig, WorkerHandle,
+};
 pub use error::{ApiError, Code, Error, ErrorClass, Result};
 pub use hlc::{Clock, Hlc, HlcClock, IdSource, SystemClock, V7Ids};
 pub use model::{CheckMode, Fields, Op, Version};

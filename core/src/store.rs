@@ -4,6 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::engine::Metrics;
 use crate::error::Result;
 use crate::hlc::Hlc;
 use crate::model::{CheckMode, Fields, Op, Version};
@@ -29,7 +30,8 @@ pub struct LocalRecord {
     pub pending: u32,
     /// Open conflicts of this record.
     pub conflicts: u32,
-    /// Ops of this record refused for good (failed or needing action); they hold later ops back.
+    /// Ops of this record held for the app (dead letters or needing action); they hold later ops
+    /// back.
     pub failed: u32,
 }
 
@@ -41,20 +43,27 @@ pub enum OpState {
     Pending,
     /// Sent (or about to be) in the batch named by `batch_id`; resent with the same key.
     InFlight,
-    /// Refused permanently; waits for the user, and holds later ops of its record back.
-    Failed,
+    /// Dead letter: refused for good by the server, or failed more often than the engine's
+    /// `max_attempts`; waits for the app (retry, edit or discard) and holds later ops of its
+    /// record back.
+    DeadLetter,
     /// Refused as invalid (e.g. too large, a check mode the server does not allow): the user must
     /// change it; holds later ops of its record back like a failed op.
     NeedsAction,
 }
 
 impl OpState {
+    /// Whether the op is held for the app (dead letter or needs action) instead of being sent.
+    pub fn is_held(self) -> bool {
+        matches!(self, OpState::DeadLetter | OpState::NeedsAction)
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             OpState::Pending => "pending",
             OpState::InFlight => "in_flight",
-            OpState::Failed => "failed",
+            OpState::DeadLetter => "dead_letter",
             OpState::NeedsAction => "needs_action",
         }
     }
@@ -64,7 +73,7 @@ impl OpState {
         match s {
             "pending" => Some(OpState::Pending),
             "in_flight" => Some(OpState::InFlight),
-            "failed" => Some(OpState::Failed),
+            "dead_letter" => Some(OpState::DeadLetter),
             "needs_action" => Some(OpState::NeedsAction),
             _ => None,
         }
@@ -165,6 +174,8 @@ pub struct DeviceState {
     pub last_success_ms: Option<u64>,
     /// The last sync error, as code and message.
     pub last_error: Option<String>,
+    /// The sync metrics, kept across restarts.
+    pub metrics: Metrics,
 }
 
 /// Counts over the outbox and conflicts, for the status.
@@ -172,8 +183,10 @@ pub struct DeviceState {
 pub struct Summary {
     /// Ops pending or in flight.
     pub pending: u64,
-    /// Ops failed.
-    pub failed: u64,
+    /// Ops that need the user to change them (a validation refusal).
+    pub needs_action: u64,
+    /// Dead letters: ops refused for good or failed too often.
+    pub dead_letters: u64,
     /// When the oldest pending op was written.
     pub oldest_pending_ms: Option<u64>,
     /// Open conflicts.
@@ -198,8 +211,12 @@ pub trait StoreRead {
     fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>>;
     /// Counts for the status (may scan the outbox; called once per sync cycle).
     fn summary(&self) -> Result<Summary>;
-    /// When the oldest op not failed was written (cheap: the head of the outbox).
+    /// When the oldest op not held was written (cheap: the head of the outbox).
     fn oldest_pending_ms(&self) -> Result<Option<u64>>;
+    /// The held ops (needs action, dead letter), in outbox order (cheap: a partial index).
+    fn held_ops(&self) -> Result<Vec<OutboxOp>>;
+    /// One outbox op by its op id.
+    fn op(&self, op_id: Uuid) -> Result<Option<OutboxOp>>;
     /// Conflicts: the open ones, or (journal) the settled ones, newest last.
     fn conflicts(&self, open: bool) -> Result<Vec<ConflictRecord>>;
     /// One conflict.

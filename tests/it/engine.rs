@@ -127,7 +127,7 @@ async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_s
 }
 
 #[tokio::test]
-async fn a_refused_op_is_kept_visible_and_holds_back_its_record_only() {
+async fn a_refused_op_is_kept_visible_until_the_user_corrects_it() {
     let w = World::new(Limits { max_record_bytes: 200, ..Limits::default() });
     let (a, _) = w.device("a");
     a.put("notes", "big", obj(json!({"text": "x".repeat(500)}))).unwrap();
@@ -135,17 +135,23 @@ async fn a_refused_op_is_kept_visible_and_holds_back_its_record_only() {
     let report = a.sync_once().await.unwrap();
     assert_eq!((report.accepted, report.rejected), (1, 1));
     let s = a.status();
-    assert_eq!((s.pending, s.failed), (0, 1));
+    assert_eq!((s.pending, s.needs_action, s.dead_letters), (0, 1, 0));
     let big = a.get("notes", "big").unwrap().unwrap();
     assert_eq!(big.state, RecordState::NeedsAction, "a validation refusal needs the user");
     assert_eq!(big.fields["text"].as_str().unwrap().len(), 500, "the refused value is still there");
-    // A later edit of the refused record waits behind it; other records keep syncing.
-    a.patch("notes", "big", obj(json!({"text": "shorter"}))).unwrap();
+    let held = a.held_ops().unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].last_error.as_deref().unwrap().starts_with("record_too_large"), "{:?}", held[0].last_error);
+    assert!(w.api().record("notes", "big").await.is_err());
+    // The user's edit of the refused record corrects it: the op goes out again, as a new op.
+    let v = a.patch("notes", "big", obj(json!({"text": "shorter"}))).unwrap();
+    assert_eq!(v.state, RecordState::Pending);
+    assert_eq!((a.status().pending, a.status().needs_action), (1, 0));
     a.patch("notes", "small", obj(json!({"text": "still ok"}))).unwrap();
     let report = a.sync_once().await.unwrap();
-    assert_eq!((report.accepted, report.rejected), (1, 0));
-    assert_eq!((a.status().pending, a.status().failed), (1, 1));
-    assert!(w.api().record("notes", "big").await.is_err());
+    assert_eq!((report.accepted, report.rejected), (2, 0));
+    assert_eq!((a.status().pending, a.status().needs_action), (0, 0));
+    assert_eq!(w.api().record("notes", "big").await.unwrap().fields["text"], json!("shorter"));
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 //! The client engine: local reads and writes on the device store, sync cycles, status.
 
+mod held;
+mod metrics;
 mod resolve;
 mod status;
 mod sync;
+mod worker;
 mod write;
 
 use std::collections::HashMap;
@@ -10,14 +13,16 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::watch;
 
+pub use metrics::{EntityCounts, Metrics, MetricsReport};
 pub use resolve::Choice;
 pub use status::{Phase, RecordState, RecordView, StatusError, SyncReport, SyncStatus};
+pub use worker::{WorkerConfig, WorkerHandle, backoff_delay};
 
-use crate::api::SyncApi;
+use crate::api::{AuthProvider, SyncApi};
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, HlcClock, IdSource, SystemClock, V7Ids};
 use crate::policy::{MergePolicy, ReviewPolicy};
-use crate::store::{ConflictRecord, LocalRecord, LocalStore, Summary};
+use crate::store::{ConflictRecord, LocalRecord, LocalStore, OpState, Summary};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +33,13 @@ pub struct EngineConfig {
     pub max_batch_bytes: usize,
     /// Page size of a pull.
     pub pull_limit: u32,
+    /// An op whose sends failed with a server error more often than this becomes a dead letter.
+    pub max_attempts: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_size: 50, max_batch_bytes: 768 << 10, pull_limit: 500 }
+        EngineConfig { batch_size: 50, max_batch_bytes: 768 << 10, pull_limit: 500, max_attempts: 10 }
     }
 }
 
@@ -40,6 +47,7 @@ impl Default for EngineConfig {
 pub struct EngineBuilder {
     store: Box<dyn LocalStore>,
     api: Option<Arc<dyn SyncApi>>,
+    auth: Option<Arc<dyn AuthProvider>>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     config: EngineConfig,
@@ -48,6 +56,13 @@ pub struct EngineBuilder {
 }
 
 impl EngineBuilder {
+    /// Where fresh tokens come from after the server refuses one (the same provider the
+    /// transport reads its token from). Without it, a refused token means `needs_auth`.
+    pub fn auth(mut self, auth: Arc<dyn AuthProvider>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// The sync API to push to and pull from (a transport client, or the service in-process).
     pub fn api(mut self, api: Arc<dyn SyncApi>) -> Self {
         self.api = Some(api);
@@ -86,8 +101,8 @@ impl EngineBuilder {
 
     /// Opens the engine: reads the device state and the outbox counts.
     pub fn build(self) -> Result<Engine> {
-        if self.config.batch_size == 0 || self.config.pull_limit == 0 {
-            return Err(Error::InvalidInput("batch_size and pull_limit must be at least 1".into()));
+        if self.config.batch_size == 0 || self.config.pull_limit == 0 || self.config.max_attempts == 0 {
+            return Err(Error::InvalidInput("batch_size, pull_limit and max_attempts must be at least 1".into()));
         }
         let device = self.store.device_state()?;
         let last = [device.hlc.clone(), self.store.max_outbox_hlc()?].into_iter().flatten().max();
@@ -96,7 +111,8 @@ impl EngineBuilder {
         let status = SyncStatus {
             phase: Phase::Idle,
             pending: summary.pending,
-            failed: summary.failed,
+            needs_action: summary.needs_action,
+            dead_letters: summary.dead_letters,
             oldest_pending_ms: summary.oldest_pending_ms,
             open_conflicts: summary.open_conflicts,
             last_success_ms: device.last_success_ms,
@@ -105,8 +121,10 @@ impl EngineBuilder {
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {
             inner: Arc::new(Inner {
-                state: Mutex::new(State { store: self.store, hlc, summary }),
+                state: Mutex::new(State { store: self.store, hlc, summary, metrics: device.metrics }),
                 api: self.api,
+                auth: self.auth,
+                worker: worker::Signals::default(),
                 clock: self.clock,
                 ids: self.ids,
                 device_id: device.device_id,
@@ -129,6 +147,8 @@ pub struct Engine {
 struct Inner {
     state: Mutex<State>,
     api: Option<Arc<dyn SyncApi>>,
+    auth: Option<Arc<dyn AuthProvider>>,
+    worker: worker::Signals,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     device_id: String,
@@ -143,9 +163,7 @@ struct Inner {
 /// to change it, else `failed`.
 fn view_of(store: &dyn LocalStore, r: &LocalRecord) -> Result<RecordView> {
     let mut view = RecordView::from(r);
-    if r.failed > 0
-        && store.record_ops(&r.entity, &r.record_id)?.iter().any(|o| o.state == crate::store::OpState::NeedsAction)
-    {
+    if r.failed > 0 && store.record_ops(&r.entity, &r.record_id)?.iter().any(|o| o.state == OpState::NeedsAction) {
         view.state = RecordState::NeedsAction;
     }
     Ok(view)
@@ -177,6 +195,7 @@ struct State {
     store: Box<dyn LocalStore>,
     hlc: HlcClock,
     summary: Summary,
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -185,6 +204,7 @@ impl Engine {
         EngineBuilder {
             store,
             api: None,
+            auth: None,
             clock: Arc::new(SystemClock),
             ids: Arc::new(V7Ids),
             config: EngineConfig::default(),
@@ -250,6 +270,13 @@ impl Engine {
         self.inner.status.subscribe()
     }
 
+    /// The sync metrics: outbox depth, success rate, conflict rate per entity type, time to
+    /// converge, retries. Counted since the store was created.
+    pub fn metrics(&self) -> MetricsReport {
+        let st = self.lock();
+        st.metrics.report(st.summary.pending)
+    }
+
     /// Refreshes the counts from the store and publishes them.
     fn refresh_summary(&self) -> Result<()> {
         let summary = {
@@ -261,11 +288,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds the change in counts that one transaction made, and publishes the result.
+    /// Adds the change in counts that one transaction made, and publishes the result. Held ops
+    /// are recounted when their number changed (rare, and cheap: a partial index).
     fn apply_delta(&self, st: &mut MutexGuard<'_, State>, d: Delta) -> Result<()> {
+        if d.failed != 0 {
+            let held = st.store.held_ops()?;
+            st.summary.needs_action = held.iter().filter(|o| o.state == OpState::NeedsAction).count() as u64;
+            st.summary.dead_letters = held.len() as u64 - st.summary.needs_action;
+        }
         let s = &mut st.summary;
         s.pending = s.pending.saturating_add_signed(d.pending - d.failed);
-        s.failed = s.failed.saturating_add_signed(d.failed);
         s.open_conflicts = s.open_conflicts.saturating_add_signed(d.conflicts);
         st.summary.oldest_pending_ms = if st.summary.pending == 0 { None } else { st.store.oldest_pending_ms()? };
         self.publish(st.summary);
@@ -276,7 +308,8 @@ impl Engine {
         self.inner.status.send_if_modified(|status| {
             let before = status.clone();
             status.pending = s.pending;
-            status.failed = s.failed;
+            status.needs_action = s.needs_action;
+            status.dead_letters = s.dead_letters;
             status.oldest_pending_ms = s.oldest_pending_ms;
             status.open_conflicts = s.open_conflicts;
             *status != before

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::hlc::{HlcClock, IdSource};
 use crate::model::{CheckMode, Fields, Op, diff, effective_patch, merge_patches};
 use crate::policy::{MergeInput, MergePolicy, Resolution};
-use crate::store::{ConflictRecord, LocalRecord, OpState, OutboxOp, StoreTx};
+use crate::store::{ConflictRecord, LocalRecord, OutboxOp, StoreTx};
 use crate::wire::ConflictOutcome;
 
 /// The user's decision on an open conflict.
@@ -50,9 +50,12 @@ impl Engine {
             tx.update_conflict(&conflict)?;
             let ops = tx.record_ops(&rec.entity, &rec.record_id)?;
             derive_view(&mut rec, &ops);
-            tx.put_record(&rec)
+            tx.put_record(&rec)?;
+            crate::crash::point("resolve.before_commit");
+            Ok(())
         })?;
         drop(guard);
+        crate::crash::point("resolve.after_commit");
         self.refresh_summary()
     }
 }
@@ -76,7 +79,7 @@ pub(super) fn settle_conflict(
     let mut local_hlc = op.hlc.clone();
     for later in tx.record_ops(&op.entity, &op.record_id)? {
         local_hlc = local_hlc.max(later.hlc.clone());
-        if matches!(later.state, OpState::Failed | OpState::NeedsAction) {
+        if later.state.is_held() {
             rec.failed = rec.failed.saturating_sub(1);
         }
         if later.op == Op::Delete {

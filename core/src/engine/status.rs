@@ -16,7 +16,7 @@ pub enum Phase {
     Syncing,
     /// The last cycle could not reach the server.
     Offline,
-    /// Waiting before the next attempt.
+    /// Waiting before the next attempt, after a failure that retrying may fix.
     BackingOff {
         /// Until when (Unix ms).
         until_ms: u64,
@@ -48,8 +48,10 @@ pub struct SyncStatus {
     pub phase: Phase,
     /// Ops not yet acknowledged by the server.
     pub pending: u64,
-    /// Ops the server refused for good; they wait for the user.
-    pub failed: u64,
+    /// Ops the server refused as invalid; the user must change them.
+    pub needs_action: u64,
+    /// Dead letters: ops refused for good or failed too often; the app can retry or discard them.
+    pub dead_letters: u64,
     /// When the oldest unacknowledged op was written (Unix ms).
     pub oldest_pending_ms: Option<u64>,
     /// Conflicts waiting for the user.
@@ -77,7 +79,7 @@ pub enum RecordState {
     Pending,
     /// A conflict waits for the user.
     Conflict,
-    /// An op was refused for good and waits for the user.
+    /// An op is a dead letter (refused for good, or failed too often) and waits for the app.
     Failed,
     /// An op was refused as invalid; the user must change it (the server's message says why).
     NeedsAction,

@@ -1,11 +1,12 @@
 //! One sync cycle: push the outbox in bounded batches, then pull the change feed to its end.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use super::resolve::settle_conflict;
 use super::write::derive_view;
 use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
 use crate::api::SyncApi;
+use crate::crash;
 use crate::error::{Code, Error, ErrorClass, Result};
 use crate::model::{Op, apply_patch, json_size};
 use crate::store::{OpState, OutboxOp};
@@ -23,45 +24,84 @@ impl Engine {
             SyncReport { trace_id: self.inner.ids.new_uuid().simple().to_string(), ..SyncReport::default() };
         self.set_phase(Phase::Syncing);
         tracing::debug!(trace_id = %report.trace_id, "sync cycle started");
-        let result = self.run_cycle(api, &mut report).await;
+        api.trace(Some(&report.trace_id));
+        let result = self.run_cycle(api.as_ref(), &mut report).await;
+        api.trace(None);
         let now = self.inner.clock.now_ms();
         let outcome = self.finish_cycle(&result, now);
         self.refresh_summary()?;
         outcome?;
-        tracing::info!(
-            trace_id = %report.trace_id,
-            batches = report.batches,
-            accepted = report.accepted,
-            conflicts = report.conflicts,
-            rejected = report.rejected,
-            pulled = report.pulled,
-            "sync cycle done"
-        );
+        match &result {
+            Ok(()) => tracing::info!(
+                trace_id = %report.trace_id,
+                batches = report.batches,
+                accepted = report.accepted,
+                conflicts = report.conflicts,
+                rejected = report.rejected,
+                pulled = report.pulled,
+                "sync cycle done"
+            ),
+            Err(e) => tracing::info!(
+                trace_id = %report.trace_id,
+                batches = report.batches,
+                accepted = report.accepted,
+                code = e.code().map(Code::as_str),
+                class = ?e.class(),
+                "sync cycle stopped"
+            ),
+        }
         result.map(|()| report)
     }
 
-    async fn run_cycle(&self, api: Arc<dyn SyncApi>, report: &mut SyncReport) -> Result<()> {
-        while let Some((key, ops)) = self.take_batch()? {
+    async fn run_cycle(&self, api: &dyn SyncApi, report: &mut SyncReport) -> Result<()> {
+        // Ops put back after a server error are not sent again in this cycle.
+        let mut skip = HashSet::new();
+        let mut deferred = None;
+        let mut last_failed = false;
+        while let Some((key, ops)) = self.take_batch(&skip)? {
             let batch =
                 PushBatch { device_id: self.inner.device_id.clone(), mutations: ops.iter().map(to_mutation).collect() };
             report.batches += 1;
-            match api.push(PushRequest { idempotency_key: key.clone(), batch }).await {
-                Ok(resp) => self.apply_outcomes(&ops, &resp, report)?,
+            let result = api.push(PushRequest { idempotency_key: key.clone(), batch }).await;
+            crash::point("send.after_response");
+            match result {
+                Ok(resp) => {
+                    self.apply_outcomes(&ops, &resp, report)?;
+                    last_failed = false;
+                }
                 Err(e) if e.code() == Some(Code::IdempotencyKeyReused) => {
                     tracing::warn!(batch = %key, "idempotency key reused with another body; resending under a new key");
-                    self.release_batch(&ops, &e, false)?;
+                    self.release_batch(&ops, &e, OpState::Pending)?;
                 }
                 Err(e) if e.class() == ErrorClass::Rejected => {
                     tracing::warn!(batch = %key, code = ?e.code(), ops = ops.len(), "batch refused whole");
-                    self.release_batch(&ops, &e, true)?;
+                    self.release_batch(&ops, &e, OpState::DeadLetter)?;
                     report.rejected += ops.len() as u64;
                 }
-                Err(e) => {
-                    self.count_attempt(&ops, &e)?;
-                    return Err(e);
+                Err(e) if e.code() == Some(Code::Internal) => {
+                    // The server failed on this batch. Its ops go back under a new key with one
+                    // more attempt, and travel alone from now on, so a poison op holds back only
+                    // itself. A lone op that failed does not stop the cycle unless the batch
+                    // before it failed too (then the server itself is in trouble).
+                    tracing::warn!(batch = %key, ops = ops.len(), "server error on a batch; its ops go back to the queue");
+                    report.rejected += self.count_failures(&ops, &e)?;
+                    skip.extend(ops.iter().map(|o| o.seq));
+                    if last_failed || ops.len() > 1 {
+                        return Err(e);
+                    }
+                    last_failed = true;
+                    deferred = Some(e);
                 }
+                // Offline, busy, rate limited, unauthorized: the batch stays in flight and is
+                // resent as it is, with the same key, when the cycle runs again.
+                Err(e) => return Err(e),
             }
         }
+        self.pull_all(api, report).await?;
+        deferred.map_or(Ok(()), Err)
+    }
+
+    async fn pull_all(&self, api: &dyn SyncApi, report: &mut SyncReport) -> Result<()> {
         let mut restarted = false;
         loop {
             let cursor = self.lock().store.device_state()?.cursor;
@@ -80,10 +120,12 @@ impl Engine {
                 }
                 other => other?,
             };
+            crash::point("pull.after_fetch");
             report.pages += 1;
             report.pulled += page.changes.len() as u64;
             let has_more = page.has_more;
             self.apply_page(page.changes, page.cursor)?;
+            crash::point("pull.after_commit");
             if !has_more {
                 return Ok(());
             }
@@ -91,18 +133,23 @@ impl Engine {
     }
 
     /// The batch to send: the one in flight (resent as it was), else up to `batch_size` pending
-    /// ops, one per record, marked in flight under a new key in one transaction.
-    fn take_batch(&self) -> Result<Option<(String, Vec<OutboxOp>)>> {
+    /// ops, one per record, marked in flight under a new key in one transaction. An op that
+    /// failed before goes alone; ops in `skip` wait for the next cycle.
+    fn take_batch(&self, skip: &HashSet<i64>) -> Result<Option<(String, Vec<OutboxOp>)>> {
         let mut st = self.lock();
         let in_flight = st.store.in_flight()?;
         if let Some(key) = in_flight.first().and_then(|o| o.batch_id.clone()) {
             let ops = in_flight.into_iter().filter(|o| o.batch_id.as_deref() == Some(&key)).collect();
             return Ok(Some((key, ops)));
         }
-        let mut ops = st.store.next_ops(self.inner.config.batch_size)?;
-        if ops.is_empty() {
-            return Ok(None);
+        let mut ops = st.store.next_ops(self.inner.config.batch_size + skip.len())?;
+        ops.retain(|o| !skip.contains(&o.seq));
+        match ops.first() {
+            None => return Ok(None),
+            Some(head) if head.attempts > 0 => ops.truncate(1),
+            Some(_) => ops.retain(|o| o.attempts == 0),
         }
+        ops.truncate(self.inner.config.batch_size);
         // Keep the request body under the server's limit; one op always fits (records are capped).
         let mut bytes = 0;
         let fits = ops
@@ -119,19 +166,57 @@ impl Engine {
             op.batch_id = Some(key.clone());
         }
         let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
-        st.store.transact(&mut |tx| tx.mark_in_flight(&seqs, &key))?;
+        st.store.transact(&mut |tx| {
+            tx.mark_in_flight(&seqs, &key)?;
+            crash::point("batch.before_commit");
+            Ok(())
+        })?;
+        crash::point("batch.after_commit");
         Ok(Some((key, ops)))
     }
 
-    /// Puts a batch's ops back: pending (to go out under a new key), or failed.
-    fn release_batch(&self, ops: &[OutboxOp], err: &Error, failed: bool) -> Result<()> {
+    /// Puts a batch's ops back: pending (to go out under a new key), or dead letters.
+    fn release_batch(&self, ops: &[OutboxOp], err: &Error, state: OpState) -> Result<()> {
+        let ids = &*self.inner.ids;
         let mut st = self.lock();
         let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
             delta = Delta::default();
             for op in ops {
-                let op = unsent(op, if failed { OpState::Failed } else { OpState::Pending }, err.to_string());
-                if failed && let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
+                let mut op = unsent(op, state, err.to_string());
+                if state.is_held() {
+                    // The server's answer for the old op id is final; a retry is a new op.
+                    op.op_id = ids.new_uuid();
+                    if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
+                        let before = counters(&rec);
+                        rec.failed += 1;
+                        tx.put_record(&rec)?;
+                        delta.track(before, &rec);
+                    }
+                }
+                tx.update_op(&op)?;
+            }
+            Ok(())
+        })?;
+        self.apply_delta(&mut st, delta)
+    }
+
+    /// Puts a batch's ops back after a server error, each with one more attempt; an op out of
+    /// attempts becomes a dead letter. Returns how many did.
+    fn count_failures(&self, ops: &[OutboxOp], err: &Error) -> Result<u64> {
+        let max = self.inner.config.max_attempts;
+        let mut st = self.lock();
+        let mut delta = Delta::default();
+        let mut dead = 0;
+        st.store.transact(&mut |tx| {
+            delta = Delta::default();
+            dead = 0;
+            for op in ops {
+                let op = failed_attempt(op, err.to_string(), max);
+                if op.state == OpState::DeadLetter
+                    && let Some(mut rec) = tx.record(&op.entity, &op.record_id)?
+                {
+                    dead += 1;
                     let before = counters(&rec);
                     rec.failed += 1;
                     tx.put_record(&rec)?;
@@ -141,33 +226,25 @@ impl Engine {
             }
             Ok(())
         })?;
-        self.apply_delta(&mut st, delta)
-    }
-
-    fn count_attempt(&self, ops: &[OutboxOp], err: &Error) -> Result<()> {
-        let mut st = self.lock();
-        st.store.transact(&mut |tx| {
-            for op in ops {
-                let mut op = op.clone();
-                op.attempts += 1;
-                op.last_error = Some(err.to_string());
-                tx.update_op(&op)?;
-            }
-            Ok(())
-        })
+        self.apply_delta(&mut st, delta)?;
+        Ok(dead)
     }
 
     /// Persists one batch's outcomes in one transaction.
     fn apply_outcomes(&self, ops: &[OutboxOp], resp: &PushResponse, report: &mut SyncReport) -> Result<()> {
         let outcomes = resp.outcomes();
         let now = self.inner.clock.now_ms();
+        let max = self.inner.config.max_attempts;
+        let ids = &*self.inner.ids;
         let mut guard = self.lock();
-        let super::State { store, hlc, .. } = &mut *guard;
+        let super::State { store, hlc, metrics, .. } = &mut *guard;
         let mut counts = (0u64, 0u64, 0u64);
         let mut delta = Delta::default();
+        let mut m = metrics.clone();
         store.transact(&mut |tx| {
             counts = (0, 0, 0);
             delta = Delta::default();
+            m = metrics.clone();
             for op in ops {
                 let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
                     return Err(Error::Fatal("an outbox op without its record".into()));
@@ -176,6 +253,7 @@ impl Engine {
                 match outcomes.get(&op.op_id) {
                     Some(OpOutcome::Accepted(a)) => {
                         counts.0 += 1;
+                        m.acknowledged(&op.entity, false, op.created_ms, now, op.attempts);
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
                         if op.op == Op::Delete {
@@ -196,31 +274,25 @@ impl Engine {
                     }
                     Some(OpOutcome::Conflict(c)) => {
                         counts.1 += 1;
+                        m.acknowledged(&op.entity, true, op.created_ms, now, op.attempts);
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
                         let policy = self.policy_for(&op.entity);
-                        settle_conflict(
-                            tx,
-                            &mut rec,
-                            op,
-                            c,
-                            policy.as_ref(),
-                            hlc,
-                            now,
-                            &report.trace_id,
-                            &*self.inner.ids,
-                        )?;
+                        settle_conflict(tx, &mut rec, op, c, policy.as_ref(), hlc, now, &report.trace_id, ids)?;
                     }
                     Some(OpOutcome::Rejected(r)) if !r.retryable => {
                         counts.2 += 1;
-                        // A validation refusal needs the user to change the data; others fail.
+                        // A validation refusal needs the user to change the data; others are dead
+                        // letters. The server's answer for the op id is final: a retry is a new op.
                         let state = match r.code {
                             Code::InvalidRequest | Code::RecordTooLarge | Code::CheckModeTooWeak => {
                                 OpState::NeedsAction
                             }
-                            _ => OpState::Failed,
+                            _ => OpState::DeadLetter,
                         };
-                        tx.update_op(&unsent(op, state, format!("{}: {}", r.code, r.message)))?;
+                        let mut held = unsent(op, state, format!("{}: {}", r.code, r.message));
+                        held.op_id = ids.new_uuid();
+                        tx.update_op(&held)?;
                         rec.failed += 1;
                     }
                     other => {
@@ -228,8 +300,11 @@ impl Engine {
                             Some(OpOutcome::Rejected(r)) => format!("{}: {}", r.code, r.message),
                             _ => "the server's answer did not mention this op".into(),
                         };
-                        let mut op = unsent(op, OpState::Pending, error);
-                        op.attempts += 1;
+                        let op = failed_attempt(op, error, max);
+                        if op.state == OpState::DeadLetter {
+                            counts.2 += 1;
+                            rec.failed += 1;
+                        }
                         tx.update_op(&op)?;
                     }
                 }
@@ -238,8 +313,13 @@ impl Engine {
             }
             let mut device = tx.device_state()?;
             device.hlc = Some(hlc.last().clone());
-            tx.set_device_state(&device)
+            device.metrics = m.clone();
+            tx.set_device_state(&device)?;
+            crash::point("ack.before_commit");
+            Ok(())
         })?;
+        guard.metrics = m;
+        crash::point("ack.after_commit");
         self.apply_delta(&mut guard, delta)?;
         report.accepted += counts.0;
         report.conflicts += counts.1;
@@ -273,6 +353,7 @@ impl Engine {
                 derive_view(&mut rec, &ops);
                 tx.put_record(&rec)?;
             }
+            crash::point("pull.before_cursor");
             let mut device = tx.device_state()?;
             device.cursor = Some(cursor.clone());
             tx.set_device_state(&device)
@@ -282,7 +363,9 @@ impl Engine {
     /// Records how the cycle ended in the store and the status.
     fn finish_cycle(&self, result: &Result<()>, now: u64) -> Result<()> {
         let mut st = self.lock();
+        st.metrics.cycle(result.is_ok());
         let mut device = st.store.device_state()?;
+        device.metrics = st.metrics.clone();
         let status_error = match result {
             Ok(()) => {
                 device.last_success_ms = Some(now);
@@ -324,6 +407,17 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// An op put back after a send that got no final answer: one more attempt, and a dead letter
+/// once out of attempts.
+fn failed_attempt(op: &OutboxOp, error: String, max_attempts: u32) -> OutboxOp {
+    let mut op = unsent(op, OpState::Pending, error);
+    op.attempts += 1;
+    if op.attempts > max_attempts {
+        op.state = OpState::DeadLetter;
+    }
+    op
 }
 
 /// An op taken out of its batch, in `state`, with the reason.

@@ -57,8 +57,10 @@ impl Engine {
         let hlc = st.hlc.tick(now);
         let mut out = None;
         let mut delta = 0i64;
+        let mut held_changed = false;
         st.store.transact(&mut |tx| {
             delta = 0;
+            held_changed = false;
             // The common case of a put, a new record, is two inserts and no lookup.
             if let Intent::Put(f) = &intent {
                 let mut rec = new_local(entity, record_id);
@@ -71,6 +73,7 @@ impl Engine {
                     append(tx, &mut rec, Op::Create, patch, &hlc, check, now, ids)?;
                     delta = 1;
                     out = Some(RecordView::from(&rec));
+                    crate::crash::point("write.before_commit");
                     return Ok(());
                 }
             }
@@ -98,16 +101,26 @@ impl Engine {
                 apply_patch(&mut rec.fields, &patch);
                 check_size(&rec.fields)?;
             }
-            let before = rec.pending;
+            let (before, failed_before) = (rec.pending, rec.failed);
             if !enqueue(tx, &mut rec, op, patch, &hlc, check, now, ids)? {
                 out = None;
                 delta = -1;
                 return Ok(());
             }
             delta = i64::from(rec.pending) - i64::from(before);
+            held_changed = rec.failed != failed_before;
             out = Some(RecordView::from(&rec));
-            tx.put_record(&rec)
+            tx.put_record(&rec)?;
+            crate::crash::point("write.before_commit");
+            Ok(())
         })?;
+        crate::crash::point("write.after_commit");
+        self.wake_worker(super::worker::Wake::Write);
+        if held_changed {
+            drop(st);
+            self.refresh_summary()?;
+            return Ok(out);
+        }
         st.summary.pending = st.summary.pending.saturating_add_signed(delta);
         if st.summary.pending == 0 {
             st.summary.oldest_pending_ms = None;
@@ -148,8 +161,9 @@ pub(super) fn new_local(entity: &str, record_id: &str) -> LocalRecord {
 }
 
 /// Adds an op for `rec` to the outbox, folding it into the record's last op when that one has
-/// not been sent yet. Updates `rec.pending`; the caller writes `rec`. Returns `false` when a
-/// create and a delete cancelled out and the record, never sent, was removed.
+/// not been sent yet, or was refused as needing action (the user's edit is the correction: the
+/// op goes out again). Updates `rec.pending` and `rec.failed`; the caller writes `rec`. Returns
+/// `false` when a create and a delete cancelled out and the record, never sent, was removed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn enqueue(
     tx: &mut dyn StoreTx,
@@ -163,9 +177,10 @@ pub(super) fn enqueue(
 ) -> Result<bool> {
     if rec.pending > 0
         && let Some(mut last) = tx.record_ops(&rec.entity, &rec.record_id)?.pop()
-        && last.state == OpState::Pending
+        && matches!(last.state, OpState::Pending | OpState::NeedsAction)
         && last.batch_id.is_none()
     {
+        let was_held = last.state == OpState::NeedsAction;
         match (last.op, op) {
             (Op::Create, Op::Update) => {
                 apply_patch(&mut last.patch, &patch);
@@ -178,6 +193,7 @@ pub(super) fn enqueue(
             (Op::Create, Op::Delete) => {
                 tx.remove_op(last.seq)?;
                 rec.pending -= 1;
+                rec.failed -= u32::from(was_held);
                 if rec.pending == 0 && rec.server_version == 0 && rec.conflicts == 0 && rec.failed == 0 {
                     tx.remove_record(&rec.entity, &rec.record_id)?;
                     return Ok(false);
@@ -185,6 +201,12 @@ pub(super) fn enqueue(
                 return Ok(true);
             }
             _ => return append(tx, rec, op, patch, hlc, check, now_ms, ids).map(|_| true),
+        }
+        if was_held {
+            last.state = OpState::Pending;
+            last.attempts = 0;
+            last.last_error = None;
+            rec.failed -= 1;
         }
         last.hlc = hlc.clone();
         last.check = check;

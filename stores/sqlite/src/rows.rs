@@ -105,15 +105,17 @@ fn ops(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Out
 }
 
 pub(crate) fn device_state(conn: &Connection) -> Result<DeviceState> {
-    let mut stmt =
-        conn.prepare_cached("SELECT device_id, hlc, cursor, last_success_ms, last_error FROM sync_state WHERE id = 1")?;
-    let (device_id, hlc, cursor, last_success, last_error) = stmt.query_row([], |r| {
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, hlc, cursor, last_success_ms, last_error, metrics FROM sync_state WHERE id = 1",
+    )?;
+    let (device_id, hlc, cursor, last_success, last_error, metrics) = stmt.query_row([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, Option<String>>(1)?,
             r.get::<_, Option<String>>(2)?,
             r.get::<_, Option<i64>>(3)?,
             r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     })?;
     Ok(DeviceState {
@@ -122,19 +124,22 @@ pub(crate) fn device_state(conn: &Connection) -> Result<DeviceState> {
         cursor,
         last_success_ms: last_success.map(|v| v as u64),
         last_error,
+        metrics: metrics.map(|m| serde_json::from_str(&m)).transpose()?.unwrap_or_default(),
     })
 }
 
 pub(crate) fn set_device_state(conn: &Connection, s: &DeviceState) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE sync_state SET device_id = ?1, hlc = ?2, cursor = ?3, last_success_ms = ?4, last_error = ?5 WHERE id = 1",
+        "UPDATE sync_state SET device_id = ?1, hlc = ?2, cursor = ?3, last_success_ms = ?4, last_error = ?5, \
+         metrics = ?6 WHERE id = 1",
     )?
     .execute(params![
         s.device_id,
         s.hlc.as_ref().map(|h| h.to_string()),
         s.cursor,
         s.last_success_ms.map(|v| v as i64),
-        s.last_error
+        s.last_error,
+        serde_json::to_string(&s.metrics)?,
     ])?;
     Ok(())
 }
@@ -175,18 +180,19 @@ pub(crate) fn next_ops(conn: &Connection, limit: usize) -> Result<Vec<OutboxOp>>
 }
 
 pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
-    let (pending, failed, oldest): (i64, i64, Option<i64>) = conn
+    let (pending, needs_action, dead, oldest): (i64, i64, i64, Option<i64>) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(state NOT IN ('failed', 'needs_action')), 0), \
-             COALESCE(SUM(state IN ('failed', 'needs_action')), 0), \
-             MIN(CASE WHEN state NOT IN ('failed', 'needs_action') THEN created_ms END) FROM outbox",
+            "SELECT COALESCE(SUM(state NOT IN ('dead_letter', 'needs_action')), 0), \
+             COALESCE(SUM(state = 'needs_action'), 0), COALESCE(SUM(state = 'dead_letter'), 0), \
+             MIN(CASE WHEN state NOT IN ('dead_letter', 'needs_action') THEN created_ms END) FROM outbox",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     let open: i64 =
         conn.prepare_cached("SELECT COUNT(*) FROM conflicts WHERE outcome = 'open'")?.query_row([], |r| r.get(0))?;
     Ok(Summary {
         pending: pending as u64,
-        failed: failed as u64,
+        needs_action: needs_action as u64,
+        dead_letters: dead as u64,
         oldest_pending_ms: oldest.map(|v| v as u64),
         open_conflicts: open as u64,
     })
@@ -195,11 +201,22 @@ pub(crate) fn summary(conn: &Connection) -> Result<Summary> {
 pub(crate) fn oldest_pending_ms(conn: &Connection) -> Result<Option<u64>> {
     let t: Option<i64> = conn
         .prepare_cached(
-            "SELECT created_ms FROM outbox WHERE state NOT IN ('failed', 'needs_action') ORDER BY seq LIMIT 1",
+            "SELECT created_ms FROM outbox WHERE state NOT IN ('dead_letter', 'needs_action') ORDER BY seq LIMIT 1",
         )?
         .query_row([], |r| r.get(0))
         .optional()?;
     Ok(t.map(|v| v as u64))
+}
+
+pub(crate) fn held_ops(conn: &Connection) -> Result<Vec<OutboxOp>> {
+    // Worded as the partial index is, so only held ops are read.
+    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE state IN ('dead_letter', 'needs_action') ORDER BY seq");
+    ops(conn, &sql, [])
+}
+
+pub(crate) fn op(conn: &Connection, op_id: uuid::Uuid) -> Result<Option<OutboxOp>> {
+    let sql = format!("SELECT {OP_COLS} FROM outbox WHERE op_id = ?1");
+    first(conn, &sql, params![op_id.to_string()], op_from)
 }
 
 pub(crate) fn conflicts(conn: &Connection, open: bool) -> Result<Vec<ConflictRecord>> {
@@ -269,7 +286,7 @@ pub(crate) fn update_op(conn: &Connection, o: &OutboxOp) -> Result<()> {
     let n = conn
         .prepare_cached(
             "UPDATE outbox SET op = ?2, patch = ?3, base_version = ?4, hlc = ?5, check_mode = ?6, state = ?7, \
-             batch_id = ?8, attempts = ?9, last_error = ?10 WHERE seq = ?1",
+             batch_id = ?8, attempts = ?9, last_error = ?10, op_id = ?11 WHERE seq = ?1",
         )?
         .execute(params![
             o.seq,
@@ -281,7 +298,8 @@ pub(crate) fn update_op(conn: &Connection, o: &OutboxOp) -> Result<()> {
             o.state.as_str(),
             o.batch_id,
             o.attempts,
-            o.last_error
+            o.last_error,
+            o.op_id.to_string()
         ])?;
     if n == 1 { Ok(()) } else { Err(malformed("update of an outbox op that is not there")) }
 }

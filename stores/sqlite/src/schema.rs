@@ -69,13 +69,21 @@ CREATE TABLE conflicts (
 CREATE INDEX conflicts_by_outcome ON conflicts (outcome, id);
 ";
 
+/// Version 2: refused ops are dead letters (the state was `failed`), a partial index finds the
+/// held ops, and the sync metrics are kept with the sync state.
+const V2: &str = "
+UPDATE outbox SET state = 'dead_letter' WHERE state = 'failed';
+CREATE INDEX outbox_held ON outbox (seq) WHERE state IN ('dead_letter', 'needs_action');
+ALTER TABLE sync_state ADD COLUMN metrics TEXT;
+";
+
 /// All migrations, oldest first. Append; never edit a released one.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: i64 = 1;
+pub(crate) const LATEST: i64 = 2;
 
 #[cfg(test)]
 mod tests {

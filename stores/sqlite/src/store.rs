@@ -201,6 +201,14 @@ macro_rules! impl_read {
                 let $conn = self;
                 Ok(rows::oldest_pending_ms($get)?)
             }
+            fn held_ops(&self) -> CoreResult<Vec<OutboxOp>> {
+                let $conn = self;
+                Ok(rows::held_ops($get)?)
+            }
+            fn op(&self, op_id: uuid::Uuid) -> CoreResult<Option<OutboxOp>> {
+                let $conn = self;
+                Ok(rows::op($get, op_id)?)
+            }
             fn conflicts(&self, open: bool) -> CoreResult<Vec<ConflictRecord>> {
                 let $conn = self;
                 Ok(rows::conflicts($get, open)?)

@@ -80,9 +80,9 @@ pub(crate) async fn at_quiescence(v: &mut View<'_>, api: &Arc<dyn SyncApi>, stor
     for d in v.devices {
         let e = d.engine();
         let status = e.status();
-        if status.pending != 0 || status.failed != 0 {
-            v.failures
-                .push(format!("{} still has {} pending and {} failed ops", d.name, status.pending, status.failed));
+        let held = status.needs_action + status.dead_letters;
+        if status.pending != 0 || held != 0 {
+            v.failures.push(format!("{} still has {} pending and {} failed ops", d.name, status.pending, held));
         }
         for ((entity, id), ch) in &server {
             let local = e.get(entity, id).ok().flatten();

@@ -26,7 +26,7 @@ fn a_newer_schema_is_refused() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = SqliteStore::open(&path).unwrap_err();
-    assert!(matches!(err, Error::TooNew { found: 99, known: 1 }), "{err:?}");
+    assert!(matches!(err, Error::TooNew { found: 99, known: 2 }), "{err:?}");
 }
 
 #[test]
@@ -43,4 +43,27 @@ fn many_writes_keep_the_file_sound() {
     store.integrity_check().unwrap();
     let wal = std::fs::metadata(dir.path().join("device.db-wal")).map(|m| m.len()).unwrap_or(0);
     assert!(wal < 64 << 20, "the background checkpointer keeps the WAL bounded ({wal} bytes)");
+}
+
+#[test]
+fn a_version_1_file_migrates_its_refused_ops_to_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let e = engine(&path);
+    e.put("notes", "a", obj(json!({"t": 1}))).unwrap();
+    drop(e);
+    // Turn the file back into version 1: the v1 state name, no held index, no metrics column.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX outbox_held; ALTER TABLE sync_state DROP COLUMN metrics; \
+         UPDATE outbox SET state = 'failed'; UPDATE records SET failed = 1; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let e = engine(&path);
+    let held = e.held_ops().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].state, converge_core::store::OpState::DeadLetter);
+    assert_eq!((e.status().pending, e.status().dead_letters), (0, 1));
+    assert_eq!(e.metrics().cycles, 0);
 }

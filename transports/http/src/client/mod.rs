@@ -6,12 +6,12 @@
 
 mod classify;
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use converge_core::SyncApi;
 use converge_core::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse, validate_idempotency_key};
+use converge_core::{ApiError, AuthProvider, Code, SyncApi};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::de::DeserializeOwned;
@@ -39,6 +39,7 @@ pub struct HttpClient {
     http: reqwest::Client,
     base: Url,
     token: RwLock<String>,
+    auth: Option<Arc<dyn AuthProvider>>,
     trace_id: RwLock<Option<String>>,
 }
 
@@ -72,7 +73,14 @@ impl HttpClient {
             .user_agent(concat!("converge-http/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
-        Ok(HttpClient { http, base, token: RwLock::new(token.into()), trace_id: RwLock::new(None) })
+        Ok(HttpClient { http, base, token: RwLock::new(token.into()), auth: None, trace_id: RwLock::new(None) })
+    }
+
+    /// Takes each request's token from `auth` instead of the fixed one (give the engine the
+    /// same provider, so it can refresh the token after a 401 and resume).
+    pub fn with_auth(mut self, auth: Arc<dyn AuthProvider>) -> HttpClient {
+        self.auth = Some(auth);
+        self
     }
 
     /// Replaces the bearer token for the requests that follow (after a refresh).
@@ -118,7 +126,12 @@ impl HttpClient {
 
     /// Sends a request with the token (and trace context); a non-2xx answer becomes an error.
     async fn send(&self, rb: RequestBuilder) -> Result<classify::Reply> {
-        let token = self.token.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let token = match &self.auth {
+            Some(auth) => auth.token().await.map_err(|e| {
+                Error::Api(ApiError::new(Code::Unauthorized, format!("the auth provider gave no token: {e}")))
+            })?,
+            None => self.token.read().unwrap_or_else(PoisonError::into_inner).clone(),
+        };
         let mut rb = rb.bearer_auth(token).header(ACCEPT, JSON_CONTENT_TYPE);
         if let Some(tp) = self.traceparent() {
             rb = rb.header(TRACEPARENT, tp);
@@ -191,6 +204,13 @@ impl SyncApi for HttpClient {
 
     async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
         Ok(self.record_inner(entity, record_id).await?)
+    }
+
+    fn trace(&self, trace_id: Option<&str>) {
+        if self.set_trace_id(trace_id).is_err() {
+            tracing::debug!("the cycle's trace id is not W3C trace context; sent without traceparent");
+            let _ = self.set_trace_id(None);
+        }
     }
 }
 
