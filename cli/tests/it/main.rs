@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod devices;
 mod idempotency;
+mod proxy;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,11 @@
-//! Test helpers: a real `converge serve` child process on a loopback port, tokens, temp folders.
+//! Test helpers: a real `converge serve` child process on a loopback port, tokens, temp folders,
+//! a fault-injecting HTTP proxy to put in front of it, and a seeded generator.
+
+mod proxy;
+mod rng;
+
+pub use proxy::{FAULTED_ROUTES, Fault, FaultProxy, Rates, Seen};
+pub use rng::SplitMix64;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
