@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use converge_core::store::{ConflictRecord, OutboxOp};
-use converge_core::{Choice, Engine, Fields, MetricsReport, RecordView, SyncStatus};
+use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncStatus};
 use converge_http::client::HttpClient;
 use converge_sqlite::SqliteStore;
 use serde_json::json;
@@ -237,8 +237,15 @@ async fn sync(engine: &Engine, out: &Output) -> Result<()> {
         p.abort();
         eprintln!();
     }
-    let report =
-        result.map_err(|e| anyhow!("sync did not finish: {e} (the next `sync` resumes where this one stopped)"))?;
+    let report = result.map_err(|e| {
+        let hint = match e.class() {
+            ErrorClass::Unauthorized => {
+                "; the server refused the token: make a new one with `converge token` and pass it with --token"
+            }
+            _ => "",
+        };
+        anyhow!("sync did not finish: {e} (the next `sync` resumes where this one stopped){hint}")
+    })?;
     let status = engine.status();
     if out.json {
         println!("{}", serde_json::to_string_pretty(&json!({"report": report, "status": status}))?);

@@ -100,7 +100,7 @@ impl std::fmt::Display for Code {
 }
 
 /// What the sync worker should do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// Try again later (offline, busy, rate limited, a passing server failure).

@@ -183,7 +183,7 @@ fn assert_failed_and_kept(s: &Setup, outcome: Result<Value, String>, needle: &st
     assert!(err.contains("the next `sync` resumes"), "{err}");
     let status = s.a.status();
     assert_eq!(status["pending"], 4, "nothing dropped: {status}");
-    assert_eq!(status["failed"], 0, "{status}");
+    assert_eq!((status["needs_action"].as_u64(), status["dead_letters"].as_u64()), (Some(0), Some(0)), "{status}");
 }
 
 /// The next sync (no faults left) resends the failed push under the same Idempotency-Key, and
@@ -202,7 +202,7 @@ fn assert_resent_with_the_same_key(s: &Setup) {
 /// a further edit makes exactly one more version.
 fn assert_converged_once(s: &Setup) {
     let status = s.a.status();
-    assert_eq!((status["pending"].as_u64(), status["failed"].as_u64()), (Some(0), Some(0)), "{status}");
+    assert_eq!((status["pending"].as_u64(), status["dead_letters"].as_u64()), (Some(0), Some(0)), "{status}");
     assert_eq!(status["open_conflicts"], 0, "{status}");
     let mine = s.a.notes();
     assert!(mine.values().all(|r| r["state"] == "synced"), "{mine:?}");
@@ -281,7 +281,10 @@ fn a_cut_body_applies_nothing_and_the_resend_applies_once() {
 #[test]
 fn a_401_stops_the_sync_keeps_the_batch_and_the_next_sync_resends_it() {
     let (s, outcome, _) = first_push_through(Fault::Unauthorized);
-    assert_failed_and_kept(&s, outcome, "token_expired");
+    assert_failed_and_kept(&s, outcome, "converge token");
+    let status = s.a.status();
+    assert_eq!(status["phase"], "needs_auth", "a later run still shows it: {status}");
+    assert_eq!(status["last_error"]["code"], "token_expired", "{status}");
     assert_eq!(versions_and_fields(&s.fresh_notes()), before(), "the refused push applied nothing");
     assert_resent_with_the_same_key(&s);
     assert_converged_once(&s);
@@ -291,6 +294,9 @@ fn a_401_stops_the_sync_keeps_the_batch_and_the_next_sync_resends_it() {
 fn a_503_with_retry_after_stops_the_sync_and_the_next_sync_works() {
     let (s, outcome, _) = first_push_through(Fault::Unavailable { retry_after_secs: 1 });
     assert_failed_and_kept(&s, outcome, "unavailable");
+    let status = s.a.status();
+    assert_eq!(status["last_error"]["code"], "unavailable", "{status}");
+    assert_eq!(status["last_error"]["class"], "retryable", "{status}");
     assert_eq!(versions_and_fields(&s.fresh_notes()), before(), "the refused push applied nothing");
     assert_resent_with_the_same_key(&s);
     assert_converged_once(&s);
@@ -389,7 +395,7 @@ fn soak(seed: u64) {
     );
     assert!(synced.1 > 0 && faulted >= 5 && kinds.len() >= 3, "the faults must bite: {faulted} faults, {kinds:?}");
     let status = last["status"].clone();
-    assert_eq!((status["pending"].as_u64(), status["failed"].as_u64()), (Some(0), Some(0)), "{status}");
+    assert_eq!((status["pending"].as_u64(), status["dead_letters"].as_u64()), (Some(0), Some(0)), "{status}");
     assert_eq!(status["open_conflicts"], 0, "{status}");
 
     // Every batch the client pushed was answered by the server in the end.

@@ -108,15 +108,17 @@ impl EngineBuilder {
         let last = [device.hlc.clone(), self.store.max_outbox_hlc()?].into_iter().flatten().max();
         let hlc = HlcClock::new(&device.device_id, last);
         let summary = self.store.summary()?;
+        // The last cycle's outcome survives a restart: a device that needed auth still does.
+        let last_error = device.last_error.as_deref().map(StatusError::parse_stored);
         let status = SyncStatus {
-            phase: Phase::Idle,
+            phase: last_error.as_ref().map_or(Phase::Idle, StatusError::phase),
             pending: summary.pending,
             needs_action: summary.needs_action,
             dead_letters: summary.dead_letters,
             oldest_pending_ms: summary.oldest_pending_ms,
             open_conflicts: summary.open_conflicts,
             last_success_ms: device.last_success_ms,
-            last_error: None,
+            last_error,
         };
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {

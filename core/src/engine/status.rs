@@ -1,6 +1,6 @@
 //! What the UI reads: the overall sync status and each record's state.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorClass;
 use crate::model::{Fields, Version};
@@ -28,7 +28,7 @@ pub enum Phase {
 }
 
 /// The last error of a sync cycle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusError {
     /// The stable code, when the server gave one.
     pub code: Option<String>,
@@ -60,6 +60,28 @@ pub struct SyncStatus {
     pub last_success_ms: Option<u64>,
     /// The last cycle's error, cleared by a successful cycle.
     pub last_error: Option<StatusError>,
+}
+
+impl StatusError {
+    /// Reads a stored last error (JSON; older stores kept only the message).
+    pub(crate) fn parse_stored(stored: &str) -> StatusError {
+        serde_json::from_str(stored).unwrap_or_else(|_| StatusError {
+            code: None,
+            message: stored.to_owned(),
+            class: ErrorClass::Retryable,
+            at_ms: 0,
+        })
+    }
+
+    /// The phase a cycle that ended with this error leaves.
+    pub(crate) fn phase(&self) -> Phase {
+        match self.class {
+            ErrorClass::Unauthorized => Phase::NeedsAuth,
+            ErrorClass::Retryable if self.code.is_none() => Phase::Offline,
+            ErrorClass::Retryable => Phase::Idle,
+            ErrorClass::Rejected | ErrorClass::Fatal => Phase::Failed,
+        }
+    }
 }
 
 impl SyncStatus {

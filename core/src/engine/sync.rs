@@ -369,19 +369,16 @@ impl Engine {
         let status_error = match result {
             Ok(()) => {
                 device.last_success_ms = Some(now);
-                device.last_error = None;
                 None
             }
-            Err(e) => {
-                device.last_error = Some(e.to_string());
-                Some(StatusError {
-                    code: e.code().map(|c| c.to_string()),
-                    message: e.to_string(),
-                    class: e.class(),
-                    at_ms: now,
-                })
-            }
+            Err(e) => Some(StatusError {
+                code: e.code().map(|c| c.to_string()),
+                message: e.to_string(),
+                class: e.class(),
+                at_ms: now,
+            }),
         };
+        device.last_error = status_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
         st.store.transact(&mut |tx| tx.set_device_state(&device))?;
         if result.is_ok()
             && let Err(e) = st.store.checkpoint()
@@ -389,15 +386,7 @@ impl Engine {
             tracing::warn!(error = %e, "passive checkpoint failed");
         }
         drop(st);
-        let phase = match result {
-            Ok(()) => Phase::Idle,
-            Err(Error::Offline(_)) => Phase::Offline,
-            Err(e) => match e.class() {
-                ErrorClass::Unauthorized => Phase::NeedsAuth,
-                ErrorClass::Retryable => Phase::Idle,
-                ErrorClass::Rejected | ErrorClass::Fatal => Phase::Failed,
-            },
-        };
+        let phase = status_error.as_ref().map_or(Phase::Idle, StatusError::phase);
         self.inner.status.send_modify(|s| {
             s.phase = phase;
             if result.is_ok() {
