@@ -5,3 +5,4 @@ mod deps;
 mod engine;
 mod faults;
 mod sim;
+mod worker;

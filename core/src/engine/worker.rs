@@ -268,3 +268,25 @@ async fn run(engine: Engine, config: WorkerConfig, mut stop: oneshot::Receiver<(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_capped_and_floored_by_retry_after() {
+        let (base, cap) = (Duration::from_secs(1), Duration::from_secs(300));
+        for failures in 1..40 {
+            let step = base.saturating_mul(1 << (failures - 1).min(30)).min(cap);
+            assert_eq!(backoff_delay(failures, base, cap, 0.0, None), Duration::ZERO);
+            assert_eq!(backoff_delay(failures, base, cap, 1.0, None), step);
+            let mid = backoff_delay(failures, base, cap, 0.5, None);
+            assert!(mid <= step && mid >= step / 3, "{failures}: {mid:?} of {step:?}");
+        }
+        assert_eq!(backoff_delay(3, base, cap, 1.0, None), Duration::from_secs(4));
+        assert_eq!(backoff_delay(30, base, cap, 1.0, None), cap);
+        let after = Some(Duration::from_secs(42));
+        assert_eq!(backoff_delay(1, base, cap, 0.5, after), Duration::from_secs(42));
+        assert_eq!(backoff_delay(20, base, cap, 1.0, after), cap, "a longer step wins over Retry-After");
+    }
+}
