@@ -160,6 +160,10 @@ pub enum Error {
         /// Whether trying again may succeed (busy, locked).
         retryable: bool,
     },
+    /// The device's disk (or the store's quota) is full; the write changed nothing. Retrying
+    /// works once there is room.
+    #[error("the device store is full: {0}")]
+    StoreFull(String),
     /// The caller passed something the engine cannot accept.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -182,7 +186,7 @@ impl Error {
         match self {
             Error::Api(e) => e.code.class(),
             Error::Offline(_) => ErrorClass::Retryable,
-            Error::Store { retryable: true, .. } => ErrorClass::Retryable,
+            Error::Store { retryable: true, .. } | Error::StoreFull(_) => ErrorClass::Retryable,
             Error::Store { .. } | Error::Fatal(_) => ErrorClass::Fatal,
             Error::InvalidInput(_) | Error::NotFound { .. } => ErrorClass::Rejected,
         }

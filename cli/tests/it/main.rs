@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod devices;
 mod idempotency;
+mod logs;
 mod proxy;
 
 use std::path::Path;

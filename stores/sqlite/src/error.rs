@@ -47,6 +47,11 @@ impl From<serde_json::Error> for Error {
 impl From<Error> for converge_core::Error {
     fn from(e: Error) -> Self {
         use rusqlite::ErrorCode as C;
+        if let Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = &e
+            && f.code == C::DiskFull
+        {
+            return converge_core::Error::StoreFull(e.to_string());
+        }
         let retryable = matches!(
             &e,
             Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))

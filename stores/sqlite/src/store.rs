@@ -27,11 +27,21 @@ pub struct Options {
     pub device_id: Option<String>,
     /// SQLite's page cache, in KiB (default 8 MiB: fewer WAL-index lookups on the write path).
     pub cache_kib: u32,
+    /// The most bytes the database file may grow to (a quota; default: no limit). A write that
+    /// would pass it fails with `converge_core::Error::StoreFull`, like a full disk, and changes
+    /// nothing.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { background_checkpoints: true, checkpoint_every_commits: 200, device_id: None, cache_kib: 8192 }
+        Options {
+            background_checkpoints: true,
+            checkpoint_every_commits: 200,
+            device_id: None,
+            cache_kib: 8192,
+            max_bytes: None,
+        }
     }
 }
 
@@ -78,6 +88,10 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
+        if let Some(max) = options.max_bytes {
+            let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            conn.pragma_update(None, "max_page_count", (max as i64 / page).max(1))?;
+        }
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > schema::LATEST {
             return Err(Error::TooNew { found, known: schema::LATEST });

@@ -1,5 +1,6 @@
 //! The store file: corrupt files moved aside, newer schemas refused, many writes stay sound.
 
+use converge_core::Engine;
 use converge_sqlite::{Error, SqliteStore};
 use serde_json::json;
 
@@ -66,4 +67,41 @@ fn a_version_1_file_migrates_its_refused_ops_to_dead_letters() {
     assert_eq!(held[0].state, converge_core::store::OpState::DeadLetter);
     assert_eq!((e.status().pending, e.status().dead_letters), (0, 1));
     assert_eq!(e.metrics().cycles, 0);
+}
+
+#[test]
+fn a_full_disk_gives_a_typed_error_and_leaves_the_store_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let options = converge_sqlite::Options { max_bytes: Some(256 << 10), ..Default::default() };
+    let e = Engine::builder(Box::new(SqliteStore::open_with(&path, options).unwrap())).build().unwrap();
+    let body = "x".repeat(2000);
+    let mut written = 0;
+    let err = loop {
+        match e.put("notes", &format!("r{written:04}"), obj(json!({"body": body, "i": written}))) {
+            Ok(_) => written += 1,
+            Err(err) => break err,
+        }
+        assert!(written < 10_000, "the quota never bit");
+    };
+    assert!(matches!(err, converge_core::Error::StoreFull(_)), "{err:?}");
+    assert_eq!(err.class(), converge_core::ErrorClass::Retryable);
+    assert!(written > 10, "{written}");
+    // The failed write left nothing behind; everything before it is whole.
+    assert!(e.get("notes", &format!("r{written:04}")).unwrap().is_none());
+    assert_eq!(e.list("notes").unwrap().len(), written);
+    assert_eq!(e.status().pending, written as u64);
+    // Reads still work.
+    assert_eq!(e.get("notes", "r0000").unwrap().unwrap().fields["i"], json!(0));
+    drop(e);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let ops: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+    assert_eq!(ops, written as i64, "one outbox op per record, none for the failed write");
+    drop(conn);
+    // With room again, the same write goes through.
+    let e = engine(&path);
+    e.put("notes", &format!("r{written:04}"), obj(json!({"body": body, "i": written}))).unwrap();
+    assert_eq!(e.list("notes").unwrap().len(), written + 1);
 }

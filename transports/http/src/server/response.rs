@@ -63,6 +63,10 @@ impl From<converge_core::Error> for HttpError {
             E::Api(api) => api.into(),
             E::InvalidInput(detail) => HttpError::invalid(detail),
             E::NotFound { .. } => HttpError::new(Code::NotFound, "no such record"),
+            E::StoreFull(_) => HttpError {
+                retry_after: Some(std::time::Duration::from_secs(60)),
+                ..HttpError::new(Code::Unavailable, "the server's storage is full; try again later")
+            },
             E::Offline(_) | E::Store { .. } | E::Fatal(_) => HttpError::internal(&e),
         }
     }

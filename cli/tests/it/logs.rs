@@ -1,0 +1,103 @@
+//! Logs never carry record contents, and client and server logs correlate by the cycle's trace id.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use converge_test_support::SECRET;
+use serde_json::Value;
+
+use crate::bin;
+
+/// Field values that must never reach a log line (nor parts of them).
+const SECRETS: &[&str] = &["Zanzibar-7f3a-title", "quokka-91c2-body", "ledger-55e0-private", "hunter2-d4b7"];
+
+/// Runs `converge client …` with every log level on; returns (success, stdout, stderr).
+fn client(db: &std::path::Path, url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(["client", "--db"])
+        .arg(db)
+        .args(["--server", url, "--token", token, "--policy", "notes=field_merge", "--json"])
+        .args(args)
+        .env("CONVERGE_LOG", "trace")
+        .output()
+        .expect("run converge client");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(bin())
+        .arg("serve")
+        .arg("--db")
+        .arg(dir.path().join("server.db"))
+        .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .env("CONVERGE_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run converge serve");
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "converge serve exited before listening");
+        if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            break format!("http://127.0.0.1:{port}");
+        }
+        assert!(Instant::now() < deadline, "converge serve did not say where it listens");
+    };
+    let mut server_err = server.stderr.take().unwrap();
+    let collector = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = server_err.read_to_string(&mut s);
+        s
+    });
+    let token =
+        converge_test_support::converge(bin(), &["token", "--tenant", "acme", "--user", "u", "--jwt-secret", SECRET])
+            .unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let mut client_logs = String::new();
+    let mut run = |db: &std::path::Path, args: &[&str]| {
+        let (ok, out, err) = client(db, &url, &token, args);
+        client_logs.push_str(&err);
+        assert!(ok, "converge client {args:?} failed: {err}");
+        out
+    };
+    // Creates, a sync, a second device, concurrent edits of the same field (a conflict the
+    // policy settles, with losing values journaled), a delete.
+    let fields = format!(r#"{{"title": "{}", "body": "{}", "private": "{}"}}"#, SECRETS[0], SECRETS[1], SECRETS[2]);
+    run(&a, &["put", "notes", "n1", &fields]);
+    run(&a, &["put", "notes", "n2", &fields]);
+    let first: Value = serde_json::from_str(&run(&a, &["sync"])).unwrap();
+    let trace_id = first["report"]["trace_id"].as_str().unwrap().to_owned();
+    run(&b, &["sync"]);
+    run(&a, &["put", "notes", "n1", &format!(r#"{{"title": "{}-a"}}"#, SECRETS[3])]);
+    run(&b, &["put", "notes", "n1", &format!(r#"{{"title": "{}-b"}}"#, SECRETS[3])]);
+    run(&a, &["sync"]);
+    let settled: Value = serde_json::from_str(&run(&b, &["sync"])).unwrap();
+    assert_eq!(settled["report"]["conflicts"], 1, "the scenario includes a conflict: {settled}");
+    run(&b, &["delete", "notes", "n2"]);
+    run(&b, &["sync"]);
+    run(&a, &["sync"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let server_logs = collector.join().unwrap();
+
+    assert!(client_logs.lines().count() > 10 && server_logs.lines().count() > 10, "the logs were captured");
+    for (name, logs) in [("client", &client_logs), ("server", &server_logs)] {
+        for secret in SECRETS {
+            // Any 8-character piece of a value counts as a leak.
+            for piece in secret.as_bytes().windows(8) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                let hit = logs.lines().find(|l| l.contains(piece));
+                assert!(hit.is_none(), "the {name} log carries record contents ({piece:?}): {}", hit.unwrap());
+            }
+        }
+    }
+    // The cycle's trace id is in the client's log and in the server's spans for its requests.
+    assert!(client_logs.contains(&trace_id), "the client logs its cycle's trace id");
+    assert!(server_logs.contains(&trace_id), "the server logs the client's trace id (traceparent)");
+}
