@@ -115,3 +115,52 @@ fn bench_prints_figures_and_ratios() {
         assert!(out.contains(needle), "bench output lacks {needle:?}:\n{out}");
     }
 }
+
+#[test]
+fn held_changes_are_listed_corrected_or_discarded_and_metrics_are_shown() {
+    let srv =
+        converge_test_support::ServerProcess::start_with(bin(), &["--max-record-bytes", "300", "--max-batch", "10"])
+            .expect("start converge serve");
+    let token = srv.token("acme", "dana").unwrap();
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    let a = a.to_str().unwrap();
+    let big = format!(r#"{{"body": "{}"}}"#, "x".repeat(400));
+    client(a, &url, &token, &["put", "notes", "big1", &big]);
+    client(a, &url, &token, &["put", "notes", "big2", &big]);
+    for i in 0..25 {
+        client(a, &url, &token, &["put", "notes", &format!("n{i:02}"), r#"{"body": "ok"}"#]);
+    }
+    // The server takes 10 ops per batch, not 50: the client sends smaller batches by itself.
+    let s = client(a, &url, &token, &["sync"]);
+    assert_eq!((s["report"]["accepted"].as_u64(), s["report"]["rejected"].as_u64()), (Some(25), Some(2)), "{s}");
+    assert_eq!((s["status"]["needs_action"].as_u64(), s["status"]["pending"].as_u64()), (Some(2), Some(0)), "{s}");
+    let held = client(a, &url, &token, &["held"]);
+    assert_eq!(held.as_array().unwrap().len(), 2, "{held}");
+    assert_eq!(held[0]["state"], "needs_action");
+    assert!(held[0]["error"].as_str().unwrap().starts_with("record_too_large"), "{held}");
+    assert_eq!(client(a, &url, &token, &["get", "notes", "big1"])["state"], "needs_action");
+    // Correcting the record sends it again; discarding keeps the values in the journal.
+    client(a, &url, &token, &["put", "notes", "big1", r#"{"body": "short now"}"#]);
+    let op = held[1]["op_id"].as_str().unwrap();
+    client(a, &url, &token, &["discard", op]);
+    let s = client(a, &url, &token, &["sync"]);
+    assert_eq!(s["report"]["accepted"], 1, "{s}");
+    assert_eq!((s["status"]["needs_action"].as_u64(), s["status"]["dead_letters"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(client(a, &url, &token, &["get", "notes", "big1"])["state"], "synced");
+    let journal = client(a, &url, &token, &["journal"]);
+    assert_eq!(journal[0]["outcome"], "discarded", "{journal}");
+    assert_eq!(journal[0]["record_id"], "big2");
+    let (ok, _, err) = converge_status(bin(), &["client", "--db", a, "discard", op]).unwrap();
+    assert!(!ok && err.contains("no dead letter"), "{err}");
+    // Metrics survive the process: two cycles, both complete, 26 ops answered, none conflicted.
+    let m = client(a, &url, &token, &["status", "--metrics"]);
+    assert_eq!(m["metrics"]["cycles"], 2, "{m}");
+    assert_eq!(m["metrics"]["success_rate"], 1.0);
+    assert_eq!(m["metrics"]["conflict_rate"]["notes"], 0.0);
+    assert_eq!(m["metrics"]["raw"]["entities"]["notes"]["answered"], 26);
+    assert!(m["metrics"]["median_converge_ms"].as_u64().is_some(), "{m}");
+    let (ok, text, _) = converge_status(bin(), &["client", "--db", a, "status", "--metrics"]).unwrap();
+    assert!(ok && text.contains("time to converge") && text.contains("conflict rate:    notes 0.0 %"), "{text}");
+}

@@ -8,6 +8,7 @@ mod devices;
 mod idempotency;
 mod logs;
 mod proxy;
+mod worker;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -134,6 +134,7 @@ impl EngineBuilder {
                 default_policy: self.default_policy,
                 status: status_tx,
                 cycle: tokio::sync::Mutex::new(()),
+                batch_limit: std::sync::atomic::AtomicUsize::new(self.config.batch_size),
                 config: self.config,
             }),
         })
@@ -158,6 +159,9 @@ struct Inner {
     default_policy: Arc<dyn MergePolicy>,
     status: watch::Sender<SyncStatus>,
     cycle: tokio::sync::Mutex<()>,
+    /// The batch size in use: the configured one, halved when the server refuses batches as too
+    /// large.
+    batch_limit: std::sync::atomic::AtomicUsize,
     config: EngineConfig,
 }
 

@@ -73,9 +73,21 @@ impl Engine {
                     tracing::warn!(batch = %key, "idempotency key reused with another body; resending under a new key");
                     self.release_batch(&ops, &e, OpState::Pending)?;
                 }
+                Err(e) if ops.len() > 1 && matches!(e.code(), Some(Code::BatchTooLarge | Code::BodyTooLarge)) => {
+                    // The server takes smaller batches than configured: halve and go on.
+                    let smaller = ops.len() / 2;
+                    tracing::warn!(batch = %key, ops = ops.len(), smaller, "batch too large for the server; sending smaller ones");
+                    self.inner.batch_limit.store(smaller, std::sync::atomic::Ordering::Relaxed);
+                    self.release_batch(&ops, &e, OpState::Pending)?;
+                }
                 Err(e) if e.class() == ErrorClass::Rejected => {
                     tracing::warn!(batch = %key, code = ?e.code(), ops = ops.len(), "batch refused whole");
-                    self.release_batch(&ops, &e, OpState::DeadLetter)?;
+                    // A lone op over the body limit is a record the user must make smaller.
+                    let state = match e.code() {
+                        Some(Code::BodyTooLarge) => OpState::NeedsAction,
+                        _ => OpState::DeadLetter,
+                    };
+                    self.release_batch(&ops, &e, state)?;
                     report.rejected += ops.len() as u64;
                 }
                 Err(e) if e.code() == Some(Code::Internal) => {
@@ -142,14 +154,15 @@ impl Engine {
             let ops = in_flight.into_iter().filter(|o| o.batch_id.as_deref() == Some(&key)).collect();
             return Ok(Some((key, ops)));
         }
-        let mut ops = st.store.next_ops(self.inner.config.batch_size + skip.len())?;
+        let limit = self.inner.batch_limit.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let mut ops = st.store.next_ops(limit + skip.len())?;
         ops.retain(|o| !skip.contains(&o.seq));
         match ops.first() {
             None => return Ok(None),
             Some(head) if head.attempts > 0 => ops.truncate(1),
             Some(_) => ops.retain(|o| o.attempts == 0),
         }
-        ops.truncate(self.inner.config.batch_size);
+        ops.truncate(limit);
         // Keep the request body under the server's limit; one op always fits (records are capped).
         let mut bytes = 0;
         let fits = ops
