@@ -110,8 +110,14 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         );
         let f = summary.faults;
         println!(
-            "faults injected: {} requests dropped, {} responses dropped, {} duplicates, {} delayed, {} offline refusals, {} restarts",
-            f.dropped_requests, f.dropped_responses, f.duplicates, f.delayed, f.offline_refusals, summary.restarts
+            "faults injected: {} requests dropped, {} responses dropped, {} duplicates, {} delayed, {} server errors, {} offline refusals, {} restarts",
+            f.dropped_requests,
+            f.dropped_responses,
+            f.duplicates,
+            f.delayed,
+            f.server_errors,
+            f.offline_refusals,
+            summary.restarts
         );
         println!("failures: {}", summary.failed.len());
     }

@@ -269,14 +269,18 @@ impl Engine {
                         m.acknowledged(&op.entity, false, op.created_ms, now, op.attempts);
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
-                        if op.op == Op::Delete {
-                            rec.server_fields.clear();
-                            rec.server_deleted = true;
-                        } else {
-                            apply_patch(&mut rec.server_fields, &op.patch);
-                            rec.server_deleted = false;
+                        // A feed page already at (or past) the op's version holds its effect, as
+                        // the server applied it (an op answered late, after a server error).
+                        if a.version > rec.server_version {
+                            if op.op == Op::Delete {
+                                rec.server_fields.clear();
+                                rec.server_deleted = true;
+                            } else {
+                                apply_patch(&mut rec.server_fields, &op.patch);
+                                rec.server_deleted = false;
+                            }
+                            rec.server_version = a.version;
                         }
-                        rec.server_version = rec.server_version.max(a.version);
                         let mut later =
                             if rec.pending > 0 { tx.record_ops(&op.entity, &op.record_id)? } else { Vec::new() };
                         for l in later.iter_mut().filter(|l| l.base_version == op.base_version) {

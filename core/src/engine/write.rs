@@ -161,7 +161,7 @@ pub(super) fn new_local(entity: &str, record_id: &str) -> LocalRecord {
 }
 
 /// Adds an op for `rec` to the outbox, folding it into the record's last op when that one has
-/// not been sent yet, or was refused as needing action (the user's edit is the correction: the
+/// never been sent, or was refused as needing action (the user's edit is the correction: the
 /// op goes out again). Updates `rec.pending` and `rec.failed`; the caller writes `rec`. Returns
 /// `false` when a create and a delete cancelled out and the record, never sent, was removed.
 #[allow(clippy::too_many_arguments)]
@@ -177,7 +177,9 @@ pub(super) fn enqueue(
 ) -> Result<bool> {
     if rec.pending > 0
         && let Some(mut last) = tx.record_ops(&rec.entity, &rec.record_id)?.pop()
-        && matches!(last.state, OpState::Pending | OpState::NeedsAction)
+        // An op that got a server error may have been applied under its op id: later edits
+        // must not fold into it (the server would answer the old outcome and drop them).
+        && ((last.state == OpState::Pending && last.attempts == 0) || last.state == OpState::NeedsAction)
         && last.batch_id.is_none()
     {
         let was_held = last.state == OpState::NeedsAction;

@@ -93,6 +93,7 @@ impl Summary {
         self.faults.duplicates += o.faults.duplicates;
         self.faults.delayed += o.faults.delayed;
         self.faults.offline_refusals += o.faults.offline_refusals;
+        self.faults.server_errors += o.faults.server_errors;
         self.restarts += o.restarts;
         if let Some(f) = o.failures.first() {
             self.failed.push((o.seed, f.clone()));

@@ -20,6 +20,8 @@ pub struct Rates {
     pub duplicate: f64,
     /// A request is held and reaches the server later, after others (the device times out).
     pub delay: f64,
+    /// A push is answered with a server error (500), half the time after the server applied it.
+    pub server_error: f64,
 }
 
 /// Faults injected so far.
@@ -35,6 +37,8 @@ pub struct FaultCounts {
     pub delayed: u64,
     /// Calls refused while the device was offline.
     pub offline_refusals: u64,
+    /// Pushes answered with a server error.
+    pub server_errors: u64,
 }
 
 struct State {
@@ -111,6 +115,7 @@ enum Fate {
     Drop,
     Hold,
     Deliver { duplicate: bool, lose_answer: bool },
+    ServerError { applied: bool },
 }
 
 impl Link {
@@ -128,6 +133,10 @@ impl Link {
             if can_hold && s.rng.chance(r.delay) {
                 s.counts.delayed += 1;
                 return Fate::Hold;
+            }
+            if can_hold && s.rng.chance(r.server_error) {
+                s.counts.server_errors += 1;
+                return Fate::ServerError { applied: s.rng.chance(0.5) };
             }
             let duplicate = s.rng.chance(r.duplicate);
             let lose_answer = s.rng.chance(r.drop_response);
@@ -148,6 +157,12 @@ impl SyncApi for Link {
                 self.with(|s| s.held.push(req));
                 Err(Error::Offline("simulated: timed out".into()))
             }
+            Fate::ServerError { applied } => {
+                if applied {
+                    let _ = self.inner.push(req).await;
+                }
+                Err(Error::Api(converge_core::ApiError::new(converge_core::Code::Internal, "simulated: server error")))
+            }
             Fate::Deliver { duplicate, lose_answer } => {
                 let resp = self.inner.push(req.clone()).await;
                 if duplicate {
@@ -164,7 +179,7 @@ impl SyncApi for Link {
     async fn pull(&self, req: PullRequest) -> Result<PullResponse> {
         match self.fate(false) {
             Fate::Offline => Err(Error::Offline("simulated: offline".into())),
-            Fate::Drop | Fate::Hold => Err(Error::Offline("simulated: request lost".into())),
+            Fate::Drop | Fate::Hold | Fate::ServerError { .. } => Err(Error::Offline("simulated: request lost".into())),
             Fate::Deliver { lose_answer, .. } => {
                 let resp = self.inner.pull(req).await;
                 if lose_answer {

@@ -223,6 +223,7 @@ async fn run_async(seed: u64, config: &SimConfig) -> Outcome {
         drop_response: rng.unit() * 0.3,
         duplicate: rng.unit() * 0.5,
         delay: rng.unit() * 0.2,
+        server_error: rng.unit() * 0.1,
     };
     let store = SqliteServerStore::open(&dir.path().join("server.db")).expect("server store");
     let mut rules = Rules::with_limits(Limits::default());
@@ -316,6 +317,7 @@ async fn run_async(seed: u64, config: &SimConfig) -> Outcome {
         faults.duplicates += c.duplicates;
         faults.delayed += c.delayed;
         faults.offline_refusals += c.offline_refusals;
+        faults.server_errors += c.server_errors;
     }
     let mut conflicts_by_policy = BTreeMap::new();
     for d in &run.devices {
