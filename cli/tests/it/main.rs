@@ -6,6 +6,8 @@ mod commands;
 mod crash;
 mod devices;
 mod idempotency;
+#[cfg(unix)]
+mod kill9;
 mod logs;
 mod proxy;
 mod worker;

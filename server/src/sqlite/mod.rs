@@ -209,7 +209,11 @@ fn apply_batch(
         rows::set_seq(&tx, tenant, seq)?;
     }
     rows::insert_push(&tx, scope, key, body_hash, &response, now)?;
+    // Kill -9 tests: dying here leaves the whole batch (ops and stored response) uncommitted;
+    // dying after the commit leaves it applied with no answer sent, for the resend to replay.
+    converge_core::crash::point("server.apply.before_commit");
     tx.commit()?;
+    converge_core::crash::point("server.apply.after_commit");
     Ok(Ok(response))
 }
 

@@ -9,7 +9,7 @@ pub use rng::SplitMix64;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,6 +26,7 @@ pub struct ServerProcess {
     /// The listening port (kept across restarts).
     pub port: u16,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
@@ -36,15 +37,27 @@ impl ServerProcess {
 
     /// Starts a server with extra `serve` arguments (e.g. limits).
     pub fn start_with(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
+        Self::start_with_env(bin, extra, &[])
+    }
+
+    /// Starts a server with extra `serve` arguments and environment variables (e.g. a crash
+    /// point: `("CONVERGE_CRASH_AT", "server.apply.before_commit")`). Restarts keep them.
+    pub fn start_with_env(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<ServerProcess> {
         let mut s = ServerProcess {
             bin: bin.to_path_buf(),
             child: None,
             dir: tempfile::tempdir()?,
             port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
+        s.set_env(env);
         s.spawn()?;
         Ok(s)
+    }
+
+    fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// The server's database file.
@@ -68,6 +81,7 @@ impl ServerProcess {
             .arg(SECRET)
             .args(&self.extra)
             .env("CONVERGE_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -104,6 +118,30 @@ impl ServerProcess {
             c.wait()?;
         }
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to end on its own (a crash point, say) and returns
+    /// how it ended; fails if it is still running then, or was never started.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("the server is not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("converge serve still runs after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same port and database, with `env` instead of the
+    /// environment variables it had.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.set_env(env);
+        self.restart()
     }
 
     /// Starts the process again on the same port and database.
