@@ -208,7 +208,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     }
     println!("  ratios are against the first baseline: p50 / p99 / p99.9");
 
-    let server = start(&dir.path().join("server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default()).await?;
+    let server =
+        start(&dir.path().join("server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default(), None).await?;
     let auth = JwtAuth::new(DEV_SECRET.as_bytes());
     let token = |t: &str| auth.issue(t, "bench", Duration::from_secs(3600));
     println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);

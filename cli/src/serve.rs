@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -12,8 +13,14 @@ use converge_core::wire::Limits;
 use converge_http::server::{ServerConfig, router};
 use converge_server::{JwtAuth, SqliteServerStore, SyncService};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::duration;
+
+/// Below this, idempotency keys and op results may expire while a client still retries (the
+/// design keeps keys at least 24 hours).
+const MIN_SAFE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The secret used when none is given: fine on a laptop, refused nowhere, announced loudly.
 pub(crate) const DEV_SECRET: &str = "converge-development-secret-do-not-use-in-production";
@@ -42,6 +49,31 @@ pub(crate) struct ServeArgs {
     /// The weakest check mode accepted for an entity, e.g. `orders=record` (repeatable).
     #[arg(long = "pin", value_parser = parse_pin)]
     pins: Vec<(String, CheckMode)>,
+    /// How long tombstones, op results and idempotency keys are kept (90s, 15m, 1h, 30d). A
+    /// client whose cursor is older re-syncs from the start; a retry older than this runs as new.
+    #[arg(long, default_value = "30d", value_parser = positive_duration)]
+    retention: Duration,
+    /// How often to compact away what is older than the retention (also once at start-up).
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
+    compact_every: Duration,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration::parse(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be at least 1s"));
+    }
+    Ok(d)
+}
+
+/// How `converge serve` compacts its store: a background task, once at start-up and then every
+/// `every`, removing what is older than `retention`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Compaction {
+    /// Tombstones, op results and idempotency keys older than this go.
+    pub(crate) retention: Duration,
+    /// Time between runs.
+    pub(crate) every: Duration,
 }
 
 fn parse_pin(s: &str) -> Result<(String, CheckMode), String> {
@@ -62,7 +94,7 @@ pub(crate) struct TokenArgs {
     user: String,
     /// How long it is valid: 90s, 15m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = duration::parse)]
-    ttl: std::time::Duration,
+    ttl: Duration,
     /// The HS256 secret (the server's).
     #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -91,7 +123,8 @@ pub(crate) struct RunningServer {
     /// The bound address.
     pub(crate) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<converge_http::Result<()>>,
+    task: JoinHandle<converge_http::Result<()>>,
+    compaction: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -102,6 +135,10 @@ impl RunningServer {
 
     /// Stops accepting, finishes requests in flight, and waits.
     pub(crate) async fn stop(mut self) -> Result<()> {
+        if let Some(c) = self.compaction.take() {
+            // A chunk already running on the blocking pool still commits or rolls back whole.
+            c.abort();
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -110,12 +147,19 @@ impl RunningServer {
     }
 }
 
-/// Starts the server on a SQLite file.
-pub(crate) async fn start(db: &Path, listen: SocketAddr, secret: &str, rules: Rules) -> Result<RunningServer> {
+/// Starts the server on a SQLite file, compacting it in the background if `compaction` is set.
+pub(crate) async fn start(
+    db: &Path,
+    listen: SocketAddr,
+    secret: &str,
+    rules: Rules,
+    compaction: Option<Compaction>,
+) -> Result<RunningServer> {
     let store =
         SqliteServerStore::open(db).with_context(|| format!("cannot open the server store {}", db.display()))?;
     let limits = rules.limits;
     let service = SyncService::with_rules(Arc::new(store), rules);
+    let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let app = router(Arc::new(service), auth, ServerConfig { limits });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -124,7 +168,26 @@ pub(crate) async fn start(db: &Path, listen: SocketAddr, secret: &str, rules: Ru
     let task = tokio::spawn(converge_http::server::serve(listener, app, async move {
         let _ = stopped.await;
     }));
-    Ok(RunningServer { addr, stop: Some(stop), task })
+    Ok(RunningServer { addr, stop: Some(stop), task, compaction })
+}
+
+/// Compacts now and then every `c.every`. A failure is logged and the next run tries again; it
+/// never stops the server.
+fn spawn_compaction(service: SyncService, c: Compaction) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(c.every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = service.compact(c.retention).await {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_s = c.every.as_secs(),
+                    "compaction failed; trying again at the next interval"
+                );
+            }
+        }
+    })
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
@@ -138,9 +201,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         max_record_bytes: args.max_record_bytes,
     };
     let rules = Rules { limits, pins: args.pins.into_iter().collect() };
-    let server = start(Path::new(&args.db), args.listen, &secret, rules).await?;
+    if args.retention < MIN_SAFE_RETENTION {
+        eprintln!("warning: --retention is under 24h: a batch retried later than that runs again as a new one");
+    }
+    let compaction = Compaction { retention: args.retention, every: args.compact_every };
+    let server = start(Path::new(&args.db), args.listen, &secret, rules, Some(compaction)).await?;
     println!("converge server listening on {} (store: {})", server.url(), args.db);
-    tracing::info!(addr = %server.addr, "listening");
+    tracing::info!(
+        addr = %server.addr,
+        retention_s = args.retention.as_secs(),
+        compact_every_s = args.compact_every.as_secs(),
+        "listening"
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.stop().await
@@ -164,5 +236,17 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retention_and_interval_must_be_positive() {
+        assert_eq!(super::positive_duration("30d").unwrap().as_secs(), 30 * 86_400);
+        assert_eq!(super::positive_duration("1s").unwrap().as_secs(), 1);
+        assert!(super::positive_duration("0").unwrap_err().contains("at least 1s"));
+        assert!(super::positive_duration("0h").is_err());
+        assert!(super::positive_duration("off").is_err());
     }
 }

@@ -21,10 +21,28 @@ pub struct StoredPush {
 pub struct FeedPage {
     /// Latest state of each record changed after the requested sequence, in sequence order.
     pub changes: Vec<Change>,
-    /// The sequence of the last change in the page (or the requested one when empty).
+    /// Where the next page starts: the sequence of the last change in the page, or, when no
+    /// more follow, the tenant's current sequence (past tombstones compaction removed).
     pub last_seq: u64,
     /// Whether more changes follow.
     pub has_more: bool,
+    /// The tenant's horizon (see [`ServerStore::horizon`]) read in the same snapshot as the
+    /// changes, so a caller that checks its cursor against it cannot race a compaction that
+    /// deletes tombstones between the check and the read.
+    pub horizon: u64,
+}
+
+/// What one [`ServerStore::compact`] call removed, summed over all tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactStats {
+    /// Tombstones (deleted records) removed from the feed.
+    pub tombstones: u64,
+    /// Stored op outcomes removed: a resend of one of those op ids is applied as a new op.
+    pub op_results: u64,
+    /// Stored responses to idempotency keys removed: the key can be used again.
+    pub idempotency_keys: u64,
+    /// Tenants in which anything was removed.
+    pub tenants: u64,
 }
 
 /// The server's persistence. Every method is scoped to one tenant; no call sees another's data.
@@ -49,12 +67,29 @@ pub trait ServerStore: Send + Sync {
         rules: &Rules,
     ) -> Result<std::result::Result<PushResponse, StoredPush>>;
 
-    /// Up to `limit` changes with sequence greater than `after`, latest state per record.
+    /// Up to `limit` changes with sequence greater than `after`, latest state per record, and the
+    /// tenant's horizon, all read from one snapshot.
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> Result<FeedPage>;
 
-    /// The oldest sequence a cursor may still name (compaction moves it forward).
+    /// The oldest sequence a cursor may still name (compaction moves it past every tombstone it
+    /// removes; see [`ServerStore::compact`]).
     async fn horizon(&self, tenant: &str) -> Result<u64>;
 
-    /// One record's current state, also a tombstone.
+    /// One record's current state, also a tombstone (until compaction removes it).
     async fn record(&self, tenant: &str, entity: &str, record_id: &str) -> Result<Option<Change>>;
+
+    /// Removes what is older than `older_than_ms` (unix milliseconds, exclusive) in every tenant:
+    /// tombstones whose last change is older, and stored op outcomes and idempotency responses
+    /// created before it. Live records are never removed.
+    ///
+    /// The safety rule: a tenant's horizon is advanced, in the same transaction that removes a
+    /// tombstone, to at least that tombstone's sequence. So a cursor that could have missed a
+    /// removed tombstone is older than the horizon and expires (the client re-syncs from the
+    /// start), and a cursor at or after the horizon had already passed every removed tombstone.
+    /// The horizon never moves back.
+    ///
+    /// Called by the server periodically (e.g. hourly), never on a request path. It may run while
+    /// pushes and pulls do; a store should work in bounded write transactions so a large backlog
+    /// does not hold up pushes. Running it again with the same cutoff removes nothing.
+    async fn compact(&self, older_than_ms: u64) -> Result<CompactStats>;
 }

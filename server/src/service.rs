@@ -4,19 +4,19 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use converge_core::check::Rules;
 use converge_core::model::{validate_entity, validate_record_id};
-use converge_core::server_store::{ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, ServerStore, StoredPush};
 use converge_core::wire::{
     Change, Limits, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PullRequest, PullResponse, PushBatch, PushRequest,
     PushResponse, validate_idempotency_key,
 };
 use converge_core::{ApiError, Code, Scope, SyncApi, Tenancy};
 use sha2::{Digest, Sha256};
-use tracing::{Instrument, Span, debug, error, field, info_span, warn};
+use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 /// How long a client should wait after the store answered busy.
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -62,6 +62,28 @@ impl SyncService {
     /// The rules the service enforces.
     pub fn rules(&self) -> &Rules {
         &self.inner.rules
+    }
+
+    /// Compacts the store: removes tombstones, op results and idempotency responses older than
+    /// `retention` (see [`ServerStore::compact`]; cursors that could miss a removed tombstone
+    /// expire). Logs the counts, never contents; a failure is returned for the caller to log (a
+    /// store failure leaves whole chunks removed or not, never half of one). Meant for a periodic
+    /// background task.
+    pub async fn compact(&self, retention: Duration) -> converge_core::Result<CompactStats> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let cutoff = u64::try_from(now.saturating_sub(retention).as_millis()).unwrap_or(u64::MAX);
+        let started = Instant::now();
+        let stats = self.inner.store.compact(cutoff).await?;
+        info!(
+            cutoff_ms = cutoff,
+            tombstones = stats.tombstones,
+            op_results = stats.op_results,
+            idempotency_keys = stats.idempotency_keys,
+            tenants = stats.tenants,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compaction done"
+        );
+        Ok(stats)
     }
 
     /// The API as seen by `scope`, as a concrete type (see [`Tenancy::scoped`] for the `dyn` one).
@@ -135,26 +157,24 @@ impl ScopedSync {
             Some(n) => n.min(PULL_LIMIT_MAX),
         };
         let tenant = self.scope.tenant.as_str();
-        let store = &self.inner.store;
-        let after = match req.cursor.as_deref() {
-            None => 0,
-            Some(cursor) => {
-                let after = decode_cursor(cursor)?;
-                let horizon = store.horizon(tenant).await.map_err(store_error("horizon"))?;
-                if after < horizon {
-                    debug!(after, horizon, "pull refused: cursor expired");
-                    return Err(ApiError::new(
-                        Code::CursorExpired,
-                        "the cursor is older than the server's retention horizon; sync again from the start",
-                    )
-                    .into());
-                }
-                after
-            }
-        };
-        let page = store.changes(tenant, after, limit).await.map_err(store_error("changes"))?;
+        let cursor = req.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = cursor.map_or(0, |c| c.seq);
+        let page = self.inner.store.changes(tenant, after, limit).await.map_err(store_error("changes"))?;
+        // Checked against the horizon read with the page, not before it: a compaction between a
+        // separate check and the read could remove a tombstone this cursor still needs.
+        if let Some(cursor) = cursor
+            && cursor.expired(page.horizon)
+        {
+            debug!(after, since = cursor.horizon, horizon = page.horizon, "pull refused: cursor expired");
+            return Err(ApiError::new(
+                Code::CursorExpired,
+                "the cursor is older than the server's retention horizon; sync again from the start",
+            )
+            .into());
+        }
         debug!(after, changes = page.changes.len(), last_seq = page.last_seq, has_more = page.has_more, "pull");
-        Ok(PullResponse { changes: page.changes, cursor: encode_cursor(page.last_seq), has_more: page.has_more })
+        let next = Cursor { seq: page.last_seq, horizon: page.horizon };
+        Ok(PullResponse { changes: page.changes, cursor: next.encode(), has_more: page.has_more })
     }
 
     async fn record_in_span(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
@@ -253,25 +273,59 @@ fn store_error(op: &'static str) -> impl Fn(converge_core::Error) -> converge_co
     }
 }
 
-/// The opaque cursor for a feed position.
-fn encode_cursor(seq: u64) -> String {
-    format!("c{seq}")
+/// A feed position and the horizon of the read that gave it out.
+///
+/// A cursor before the horizon is normally expired: its client may hold a record whose tombstone
+/// compaction removed. But a read from the start that pages through a compacted feed stops
+/// between positions below the horizon, and must be able to go on. It can, as long as the
+/// horizon has not moved since it was given out: every tombstone removed since then had a
+/// sequence at or below that horizon, so it was assigned before the read began, and the record
+/// was already deleted when this read could first have seen it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    seq: u64,
+    horizon: u64,
 }
 
-/// Reads a cursor made by [`encode_cursor`]; anything else is `invalid_request`.
-fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
+impl Cursor {
+    /// Whether a pull from this cursor could miss a removed tombstone, given the tenant's
+    /// current horizon. A horizon later than the current one comes from another copy of the data
+    /// (e.g. before a restore) and expires too.
+    fn expired(self, horizon: u64) -> bool {
+        self.horizon > horizon || (self.seq < horizon && self.horizon != horizon)
+    }
+
+    /// `c<seq>`, or `c<seq>.<horizon>` once the tenant's horizon has moved.
+    fn encode(self) -> String {
+        if self.horizon == 0 { format!("c{}", self.seq) } else { format!("c{}.{}", self.seq, self.horizon) }
+    }
+}
+
+/// Reads a cursor made by [`Cursor::encode`]; anything else is `invalid_request`.
+fn decode_cursor(cursor: &str) -> Result<Cursor, ApiError> {
     let invalid = || ApiError::invalid("the cursor is not one this server gave out");
-    let digits = cursor.strip_prefix('c').ok_or_else(invalid)?;
-    let canonical =
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
-    if !canonical {
-        return Err(invalid());
-    }
-    let seq: u64 = digits.parse().map_err(|_| invalid())?;
-    if seq > i64::MAX as u64 {
-        return Err(invalid());
-    }
-    Ok(seq)
+    let number = |digits: &str| {
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        let n: u64 = digits.parse().ok().filter(|_| canonical).ok_or_else(invalid)?;
+        if n > i64::MAX as u64 {
+            return Err(invalid());
+        }
+        Ok(n)
+    };
+    let rest = cursor.strip_prefix('c').ok_or_else(invalid)?;
+    let cursor = match rest.split_once('.') {
+        None => Cursor { seq: number(rest)?, horizon: 0 },
+        Some((seq, horizon)) => {
+            let horizon = number(horizon)?;
+            if horizon == 0 {
+                return Err(invalid());
+            }
+            Cursor { seq: number(seq)?, horizon }
+        }
+    };
+    Ok(cursor)
 }
 
 #[cfg(test)]

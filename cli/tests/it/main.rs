@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod commands;
+mod compact;
 mod crash;
 mod devices;
 mod idempotency;

@@ -12,12 +12,57 @@ use super::*;
 #[test]
 fn cursors_round_trip_and_decode_strictly() {
     for seq in [0, 1, 42, i64::MAX as u64] {
-        assert_eq!(decode_cursor(&encode_cursor(seq)).unwrap(), seq);
+        for horizon in [0, 1, 43, i64::MAX as u64] {
+            let cursor = Cursor { seq, horizon };
+            assert_eq!(decode_cursor(&cursor.encode()).unwrap(), cursor);
+        }
     }
-    for bad in ["", "c", "0", "5", "c-1", "c+1", "c01", "c 1", "c1 ", "C1", "c1x", "c9223372036854775808", "cx"] {
+    assert_eq!(Cursor { seq: 7, horizon: 0 }.encode(), "c7");
+    assert_eq!(Cursor { seq: 7, horizon: 9 }.encode(), "c7.9");
+    let bad = [
+        "",
+        "c",
+        "0",
+        "5",
+        "c-1",
+        "c+1",
+        "c01",
+        "c 1",
+        "c1 ",
+        "C1",
+        "c1x",
+        "c9223372036854775808",
+        "cx",
+        "c1.",
+        "c.1",
+        "c1.0",
+        "c1.01",
+        "c1.2.3",
+        "c1.-2",
+        "c1.9223372036854775808",
+        "c1,2",
+    ];
+    for bad in bad {
         let err = decode_cursor(bad).unwrap_err();
         assert_eq!(err.code, Code::InvalidRequest, "{bad:?}");
     }
+}
+
+#[test]
+fn a_cursor_expires_when_it_could_miss_a_removed_tombstone() {
+    let c = |seq, horizon| Cursor { seq, horizon };
+    // At or past the horizon: it passed every removed tombstone.
+    assert!(!c(5, 0).expired(5));
+    assert!(!c(9, 2).expired(5));
+    // Before the horizon, given out before the horizon last moved: expired.
+    assert!(c(4, 0).expired(5));
+    assert!(c(4, 3).expired(5));
+    // Before the horizon, given out while the horizon was the same (a read from the start
+    // paging through a compacted feed): it goes on.
+    assert!(!c(1, 5).expired(5));
+    // A horizon the tenant never reached: another copy of the data.
+    assert!(c(9, 6).expired(5));
+    assert!(c(1, 6).expired(5));
 }
 
 fn batch(patch: serde_json::Value) -> PushBatch {

@@ -2,6 +2,7 @@
 //! reader connections (so pulls never wait behind a push), used from `spawn_blocking` so the
 //! async service never blocks its runtime.
 
+mod compact;
 mod rows;
 mod schema;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use converge_core::Scope;
 use converge_core::check::{Decision, Rules, decide};
-use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Accepted, Change, Mutation, OpOutcome, PushResponse};
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -28,7 +29,8 @@ pub struct TenantStats {
     /// The tenant's change sequence: the number of changes ever applied.
     pub seq: u64,
     /// The sum of all the tenant's record versions. Each applied change adds one to a version and
-    /// one to the sequence, so this equals `seq` unless a change was lost or applied twice.
+    /// one to the sequence, so this equals `seq` unless a change was lost or applied twice (or
+    /// compaction removed tombstones, whose versions leave the sum with them).
     pub version_sum: u64,
     /// How many records (tombstones included) the tenant has.
     pub records: u64,
@@ -143,8 +145,9 @@ impl SqliteServerStore {
     }
 
     /// Moves the tenant's retention horizon forward to `seq` (never back, never past the current
-    /// sequence): cursors older than it get `cursor_expired`. Compaction calls this once it has
-    /// dropped what older cursors would need (blocking: a short write).
+    /// sequence): cursors older than it get `cursor_expired`. Compaction moves the horizon itself,
+    /// in the transaction that removes tombstones; this is for tests and operators (blocking: a
+    /// short write).
     pub fn advance_horizon(&self, tenant: &str, seq: u64) -> Result<()> {
         let seq = rows::to_i64(seq, "horizon")?;
         self.with_conn(|conn| {
@@ -153,6 +156,40 @@ impl SqliteServerStore {
                 .execute(rusqlite::params![tenant, seq])?;
             Ok(())
         })
+    }
+
+    /// [`ServerStore::compact`] with chunks of about `chunk` rows per write transaction (see
+    /// [`compact::CHUNK`]). Per tenant (every tenant with a counter row), a read first finds which
+    /// kinds have old rows; each of those is then removed chunk by chunk, the writer released
+    /// between chunks so pushes interleave.
+    async fn compact_in_chunks(&self, older_than_ms: u64, chunk: u32) -> Result<CompactStats> {
+        // A cutoff past what SQLite holds is later than any stored time.
+        let cutoff = i64::try_from(older_than_ms).unwrap_or(i64::MAX);
+        let mut stats = CompactStats::default();
+        for tenant in self.read(compact::tenants).await? {
+            let due = {
+                let tenant = tenant.clone();
+                self.read(move |conn| compact::due(conn, &tenant, cutoff)).await?
+            };
+            let mut removed_here = false;
+            for kind in due {
+                loop {
+                    let tenant = tenant.clone();
+                    let removed = self.run(move |conn| compact::chunk(conn, kind, &tenant, cutoff, chunk)).await?;
+                    stats.tombstones += removed.tombstones;
+                    stats.op_results += removed.op_results;
+                    stats.idempotency_keys += removed.idempotency_keys;
+                    removed_here |= removed != compact::Removed::default();
+                    if !removed.full {
+                        break;
+                    }
+                }
+            }
+            if removed_here {
+                stats.tenants += 1;
+            }
+        }
+        Ok(stats)
     }
 }
 
@@ -190,7 +227,7 @@ fn apply_batch(
         let outcome = match decide(m, current.as_ref(), rules) {
             Decision::Apply(rec) => {
                 seq += 1;
-                rows::save_record(&tx, tenant, &rec, rows::to_i64(seq, "seq")?)?;
+                rows::save_record(&tx, tenant, &rec, rows::to_i64(seq, "seq")?, now)?;
                 OpOutcome::Accepted(Accepted {
                     op_id: m.op_id,
                     entity: m.entity.clone(),
@@ -250,6 +287,11 @@ impl ServerStore for SqliteServerStore {
     async fn record(&self, tenant: &str, entity: &str, record_id: &str) -> converge_core::Result<Option<Change>> {
         let (tenant, entity, record_id) = (tenant.to_owned(), entity.to_owned(), record_id.to_owned());
         Ok(self.read(move |conn| rows::record(conn, &tenant, &entity, &record_id)).await?)
+    }
+
+    /// In chunks of about 10,000 rows per write transaction (see [`compact::CHUNK`]).
+    async fn compact(&self, older_than_ms: u64) -> converge_core::Result<CompactStats> {
+        Ok(self.compact_in_chunks(older_than_ms, compact::CHUNK).await?)
     }
 }
 

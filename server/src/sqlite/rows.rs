@@ -136,14 +136,15 @@ pub(crate) fn load_record(
     }))
 }
 
-/// Writes a record's new state at feed position `seq`.
-pub(crate) fn save_record(conn: &Connection, tenant: &str, rec: &StoredRecord, seq: i64) -> Result<()> {
+/// Writes a record's new state at feed position `seq`, changed at `now_ms`.
+pub(crate) fn save_record(conn: &Connection, tenant: &str, rec: &StoredRecord, seq: i64, now_ms: i64) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO records (tenant, entity, record_id, version, fields, meta, deleted, deleted_hlc, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO records (tenant, entity, record_id, version, fields, meta, deleted, deleted_hlc, seq, changed_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (tenant, entity, record_id) DO UPDATE SET
             version = excluded.version, fields = excluded.fields, meta = excluded.meta,
-            deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, seq = excluded.seq",
+            deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, seq = excluded.seq,
+            changed_ms = excluded.changed_ms",
     )?
     .execute(params![
         tenant,
@@ -155,6 +156,7 @@ pub(crate) fn save_record(conn: &Connection, tenant: &str, rec: &StoredRecord, s
         rec.deleted,
         rec.deleted_hlc.as_ref().map(Hlc::to_string),
         seq,
+        now_ms,
     ])?;
     Ok(())
 }
@@ -186,9 +188,19 @@ pub(crate) fn record(conn: &Connection, tenant: &str, entity: &str, record_id: &
     .transpose()
 }
 
-/// Up to `limit` records whose feed position is after `after`, in feed order.
+/// Up to `limit` records whose feed position is after `after`, in feed order, with the tenant's
+/// horizon. One read transaction, so the horizon and the rows come from the same snapshot: a
+/// compaction that removes tombstones commits its horizon with them, so it is seen either whole
+/// or not at all.
 pub(crate) fn changes(conn: &Connection, tenant: &str, after: u64, limit: u32) -> Result<FeedPage> {
-    let (seq, _) = counter(conn, tenant)?;
+    let tx = conn.unchecked_transaction()?;
+    let page = changes_in(&tx, tenant, after, limit)?;
+    tx.commit()?;
+    Ok(page)
+}
+
+fn changes_in(conn: &Connection, tenant: &str, after: u64, limit: u32) -> Result<FeedPage> {
+    let (seq, horizon) = counter(conn, tenant)?;
     if after > seq {
         return Err(Error::CursorAhead);
     }
@@ -211,5 +223,10 @@ pub(crate) fn changes(conn: &Connection, tenant: &str, after: u64, limit: u32) -
         changes.push(change(row)?);
         last_seq = to_u64(seq, "records.seq")?;
     }
-    Ok(FeedPage { changes, last_seq, has_more })
+    if !has_more {
+        // Nothing follows up to the tenant's sequence in this snapshot: continuing from there
+        // keeps the cursor past the horizon even when compaction removed the feed's last changes.
+        last_seq = seq;
+    }
+    Ok(FeedPage { changes, last_seq, has_more, horizon })
 }

@@ -48,7 +48,22 @@ CREATE TABLE idempotency (
 ) STRICT, WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(V1)];
+/// Version 2: compaction. `records.changed_ms` is when the record last changed (the clock that
+/// stamps `op_results.created_ms`); rows from version 1 get 0, "as old as can be", so the first
+/// compaction after the upgrade removes the tombstones it cannot date (advancing the horizon as
+/// always). Two indexes find what compaction removes without scanning: tombstones by age
+/// (partial: only a change that makes or ends a tombstone writes it) and pushes by age (one row
+/// per batch). Op results are found through the push that stored them, so an op costs no extra
+/// index entry.
+const V2: &str = "
+ALTER TABLE records ADD COLUMN changed_ms INTEGER NOT NULL DEFAULT 0;
+
+CREATE INDEX records_tombstones ON records (tenant, changed_ms) WHERE deleted = 1;
+
+CREATE INDEX idempotency_age ON idempotency (tenant, created_ms);
+";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -64,6 +79,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let result = Migrations::from_slice(MIGRATIONS).to_latest(conn);
     conn.set_transaction_behavior(TransactionBehavior::Deferred);
     Ok(result?)
+}
+
+/// Brings a fresh file to `version` exactly as the build that knew only that version did: for
+/// tests that upgrade an old file.
+#[cfg(test)]
+pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<()> {
+    Ok(Migrations::from_slice(&MIGRATIONS[..version]).to_latest(conn)?)
 }
 
 #[cfg(test)]

@@ -127,3 +127,148 @@ fn a_file_from_a_newer_build_is_refused_and_kept() {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(v, schema::LATEST + 5);
 }
+
+fn delete(id: &str, n: u128, base: u64) -> Mutation {
+    Mutation { op: Op::Delete, base_version: base, patch: serde_json::Map::new(), ..create(id, n) }
+}
+
+#[tokio::test]
+async fn a_version_1_file_upgrades_with_its_data_and_undated_tombstones_count_as_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let recent = now_ms() - 1000;
+    {
+        // The file as the build that knew only version 1 left it.
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate_to(&mut conn, 1).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO counters (tenant, seq, horizon) VALUES ('t', 3, 0);
+             INSERT INTO records (tenant, entity, record_id, version, fields, meta, deleted, deleted_hlc, seq) VALUES
+                ('t', 'notes', 'live', 1, '{{\"title\":\"x\"}}', '{{}}', 0, NULL, 1),
+                ('t', 'notes', 'gone', 2, '{{}}', '{{}}', 1, '1764064800000-0000-d1', 3);
+             INSERT INTO op_results (tenant, op_id, outcome, created_ms) VALUES
+                ('t', '{op}', '{outcome}', {recent});
+             INSERT INTO idempotency (tenant, user, key, body_hash, response, created_ms) VALUES
+                ('t', 'u', 'k1', 'hash', '{{\"accepted\":[],\"conflicts\":[],\"rejected\":[]}}', {recent});",
+            op = Uuid::from_u128(1),
+            outcome = serde_json::to_string(&OpOutcome::Accepted(Accepted {
+                op_id: Uuid::from_u128(1),
+                entity: "notes".into(),
+                record_id: "live".into(),
+                version: 1,
+            }))
+            .unwrap(),
+        ))
+        .unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, 1);
+    }
+
+    let store = SqliteServerStore::open(&path).unwrap();
+    let version: i64 = store.with_conn(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)).unwrap();
+    assert_eq!(version, schema::LATEST);
+    assert_eq!(store.stats("t").unwrap(), TenantStats { seq: 3, version_sum: 3, records: 2, horizon: 0 });
+    let changed: Vec<i64> = store
+        .with_conn(|c| {
+            let mut stmt = c.prepare("SELECT changed_ms FROM records ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .unwrap();
+    assert_eq!(changed, [0, 0]);
+    assert!(store.stored_push(&scope("t"), "k1").await.unwrap().is_some());
+
+    // An undated tombstone is as old as can be: a cutoff a day ago removes it (and moves the
+    // horizon to it); the live record and the recent op result and key stay.
+    let stats = store.compact((now_ms() - 86_400_000) as u64).await.unwrap();
+    assert_eq!(stats, CompactStats { tombstones: 1, op_results: 0, idempotency_keys: 0, tenants: 1 });
+    assert_eq!(store.stats("t").unwrap().horizon, 3);
+    assert!(store.record("t", "notes", "gone").await.unwrap().is_none());
+    assert_eq!(store.record("t", "notes", "live").await.unwrap().unwrap().version, 1);
+    assert!(store.stored_push(&scope("t"), "k1").await.unwrap().is_some());
+    // The old op id still answers its stored outcome.
+    let resent = apply(&store, "t", "k2", &[update("live", 1, 1, json!({"title": "y"}))]).await;
+    assert_eq!(resent.accepted[0].version, 1);
+
+    // A change applied after the upgrade is dated.
+    apply(&store, "t", "k3", &[update("live", 2, 1, json!({"title": "y"}))]).await;
+    let dated: i64 = store
+        .with_conn(|c| Ok(c.query_row("SELECT changed_ms FROM records WHERE record_id = 'live'", [], |r| r.get(0))?))
+        .unwrap();
+    assert!(dated >= recent, "{dated}");
+}
+
+#[tokio::test]
+async fn compaction_works_in_chunks_while_pushes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+    let creates: Vec<_> = (0..50).map(|i| create(&format!("r{i}"), 1000 + i)).collect();
+    apply(&store, "t", "k-create", &creates).await;
+    let deletes: Vec<_> = (0..40).map(|i| delete(&format!("r{i}"), 2000 + i, 1)).collect();
+    apply(&store, "t", "k-delete", &deletes).await; // seq 51..=90
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = now_ms() as u64;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    // Pushes to the same tenant while compaction runs in chunks of 7.
+    let pushes = tokio::spawn({
+        let store = store.clone();
+        async move {
+            for i in 0..20u128 {
+                let m = update(&format!("r{}", 40 + i % 10), 3000 + i, 1 + (i / 10) as u64, json!({"i": i as u64}));
+                let resp = apply(&store, "t", &format!("k-live-{i}"), &[m]).await;
+                assert_eq!(resp.accepted.len(), 1, "{resp:?}");
+            }
+        }
+    });
+    let stats = store.compact_in_chunks(cutoff, 7).await.unwrap();
+    pushes.await.unwrap();
+    assert_eq!(stats, CompactStats { tombstones: 40, op_results: 90, idempotency_keys: 2, tenants: 1 });
+    let after = store.stats("t").unwrap();
+    assert_eq!((after.records, after.seq, after.horizon), (10, 110, 90));
+    let page = store.changes("t", 0, 100).await.unwrap();
+    assert_eq!(page.changes.len(), 10);
+    assert!(page.changes.iter().all(|c| !c.deleted && c.version == 3));
+    // Exactly a multiple of the chunk left over ends too.
+    apply(&store, "t", "k-more", &(0..7).map(|i| delete(&format!("r{}", 40 + i), 4000 + i, 3)).collect::<Vec<_>>())
+        .await;
+    let last = store.compact_in_chunks(u64::MAX, 7).await.unwrap();
+    assert_eq!(last, CompactStats { tombstones: 7, op_results: 27, idempotency_keys: 21, tenants: 1 });
+    assert_eq!(store.stats("t").unwrap().horizon, 117);
+    // Every op result went with the push that stored it: none is left behind.
+    let left: (i64, i64) = store
+        .with_conn(|c| {
+            Ok(c.query_row("SELECT (SELECT count(*) FROM op_results), (SELECT count(*) FROM idempotency)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?)
+        })
+        .unwrap();
+    assert_eq!(left, (0, 0));
+}
+
+#[test]
+fn compaction_finds_its_rows_through_indexes() {
+    let store = SqliteServerStore::open_in_memory().unwrap();
+    let plan = |sql: &str| -> String {
+        store
+            .with_conn(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows: Vec<String> = stmt.query_map([], |r| r.get(3))?.collect::<rusqlite::Result<_>>()?;
+                Ok(rows.join("\n"))
+            })
+            .unwrap()
+    };
+    let bind = |sql: &str| sql.replace("?1", "'t'").replace("?2", "5").replace("?3", "10");
+    for sql in [
+        compact::Kind::Tombstones.probe(),
+        compact::Kind::Pushes.probe(),
+        compact::REMOVE_TOMBSTONES,
+        compact::OLD_PUSHES,
+    ] {
+        let plan = plan(&bind(sql));
+        assert!(plan.contains("INDEX") && !plan.contains("SCAN"), "{sql}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+    }
+    assert!(plan(&bind(compact::Kind::Tombstones.probe())).contains("records_tombstones"));
+    assert!(plan(&bind(compact::OLD_PUSHES)).contains("idempotency_age"));
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use converge_core::server_store::{FeedPage, ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Change, Mutation, PushResponse};
 use converge_core::{Code, Scope, Tenancy};
 use serde_json::json;
@@ -91,6 +91,10 @@ impl ServerStore for GatedStore {
 
     async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {
         self.inner.record(tenant, entity, id).await
+    }
+
+    async fn compact(&self, older_than_ms: u64) -> converge_core::Result<CompactStats> {
+        self.inner.compact(older_than_ms).await
     }
 }
 
@@ -177,6 +181,10 @@ impl ServerStore for FlakyStore {
 
     async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {
         self.inner.record(tenant, entity, id).await
+    }
+
+    async fn compact(&self, older_than_ms: u64) -> converge_core::Result<CompactStats> {
+        self.inner.compact(older_than_ms).await
     }
 }
 

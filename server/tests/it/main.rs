@@ -1,6 +1,7 @@
 //! Integration tests of the sync service over a real SQLite file: push, pull, records,
-//! idempotency, tenancy and concurrency, all through `SyncService::scoped`.
+//! idempotency, tenancy, concurrency and compaction, all through `SyncService::scoped`.
 
+mod compact;
 mod concurrency;
 mod idempotency;
 mod pull;
