@@ -28,7 +28,7 @@ enum Command {
     Client(client::ClientArgs),
     /// Start a server and two devices that edit offline, sync, conflict and converge.
     Demo(demo::DemoArgs),
-    /// Measure local writes, push throughput and end-to-end sync against baselines.
+    /// Measure local writes, push throughput, end-to-end sync, a drained backlog and a first sync.
     Bench(bench::BenchArgs),
     /// Run the seeded simulation over many seeds and print a summary.
     Sim(sim::SimArgs),

@@ -110,7 +110,8 @@ fn the_demo_runs_and_converges() {
 
 #[test]
 fn bench_prints_figures_and_ratios() {
-    let out = converge(bin(), &["bench", "--writes", "200", "--rounds", "1", "--ops", "200"]).unwrap();
+    let args = ["bench", "--only", "local,push,e2e", "--writes", "200", "--rounds", "1", "--ops", "200"];
+    let out = converge(bin(), &args).unwrap();
     for needle in ["p99.9", "baseline", "×", "batch  50", "batch 500", "ops/s", "pull"] {
         assert!(out.contains(needle), "bench output lacks {needle:?}:\n{out}");
     }

@@ -2,6 +2,7 @@
 //! in SQLite files on disk, real HTTP.
 
 mod bad_input;
+mod bench;
 mod commands;
 mod compact;
 mod crash;

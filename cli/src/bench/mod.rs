@@ -1,0 +1,192 @@
+//! `converge bench`: local writes against a raw SQLite baseline, push throughput through a real
+//! server on loopback, an end-to-end leg timing, and the long-offline legs (a backlog drained in
+//! bounded batches, a fresh device's first sync of a large feed) with this process's memory
+//! sampled as they run. `--only` picks legs; all run by default.
+
+mod local;
+mod memory;
+mod offline;
+mod server_process;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use clap::{Args, ValueEnum};
+use converge_core::check::Rules;
+use converge_core::{Engine, EngineConfig, Fields, Hlc, Mutation, Op, PushBatch, PushRequest, SyncApi};
+use converge_http::client::HttpClient;
+use converge_server::JwtAuth;
+use converge_sqlite::SqliteStore;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::serve::{DEV_SECRET, start};
+
+/// A leg of `converge bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Leg {
+    /// Local write latency against a raw SQLite transaction.
+    Local,
+    /// Push throughput through a server on loopback.
+    Push,
+    /// Write on one device, push, pull on a fresh one.
+    E2e,
+    /// A backlog written offline, drained in bounded batches (with RSS samples).
+    Backlog,
+    /// A fresh device's first sync against a server holding many records (with RSS samples).
+    FirstSync,
+}
+
+/// Options of `converge bench`.
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Run only these legs (repeatable or comma separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Leg>,
+    /// Local writes per variant and round.
+    #[arg(long, default_value_t = 10_000)]
+    writes: u64,
+    /// Rounds of the local write variants, run interleaved to even out machine noise.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Ops for the push and end-to-end legs.
+    #[arg(long, default_value_t = 10_000)]
+    ops: usize,
+    /// Ops written offline for the backlog leg.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
+    /// Records the server holds for the first-sync leg.
+    #[arg(long, default_value_t = 1_000_000)]
+    server_records: u64,
+}
+
+fn fields(i: u64) -> Fields {
+    json!({"title": format!("note {i}"), "body": "a short body of text that a user typed", "done": false, "n": i})
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn mutation(i: usize, device: &str) -> Mutation {
+    Mutation {
+        op_id: Uuid::now_v7(),
+        entity: "notes".into(),
+        record_id: Uuid::now_v7().to_string(),
+        op: Op::Create,
+        base_version: 0,
+        patch: fields(i as u64),
+        hlc: Hlc { millis: 1_764_064_800_000 + i as u64, counter: 0, device: device.into() },
+        check: Default::default(),
+    }
+}
+
+async fn push_throughput(api: &HttpClient, ops: usize, batch: usize) -> Result<f64> {
+    let device = format!("bench-{batch}");
+    let all: Vec<Mutation> = (0..ops).map(|i| mutation(i, &device)).collect();
+    let t = Instant::now();
+    for chunk in all.chunks(batch) {
+        let resp = api
+            .push(PushRequest {
+                idempotency_key: Uuid::now_v7().to_string(),
+                batch: PushBatch { device_id: device.clone(), mutations: chunk.to_vec() },
+            })
+            .await?;
+        ensure!(resp.accepted.len() == chunk.len(), "the server did not accept every op");
+    }
+    Ok(ops as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Device A writes `ops` records and pushes them; a fresh device B pulls them.
+async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize) -> Result<()> {
+    println!("\nEnd to end: {ops} ops written on device A, pushed, pulled by a fresh device B:");
+    for batch_size in [50, 500] {
+        let token = auth.issue(&format!("e2e-{batch_size}"), "bench", Duration::from_secs(3600))?;
+        let api_a = Arc::new(HttpClient::new(url, token.clone())?);
+        let api_b = Arc::new(HttpClient::new(url, token)?);
+        let cfg = EngineConfig { batch_size, pull_limit: 1000, ..EngineConfig::default() };
+        let a = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("a{batch_size}.db")))?))
+            .api(api_a)
+            .config(cfg)
+            .build()?;
+        let b = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("b{batch_size}.db")))?))
+            .api(api_b)
+            .config(cfg)
+            .build()?;
+        let t = Instant::now();
+        for i in 0..ops {
+            a.create("notes", fields(i as u64))?;
+        }
+        let write = t.elapsed();
+        let t = Instant::now();
+        let pushed = a.sync_once().await?;
+        let push = t.elapsed();
+        let t = Instant::now();
+        let pulled = b.sync_once().await?;
+        let pull = t.elapsed();
+        ensure!(pushed.accepted as usize == ops, "device A pushed {} of {}", pushed.accepted, ops);
+        ensure!(b.list("notes")?.len() == ops, "device B did not receive every record");
+        let rate = |d: Duration| ops as f64 / d.as_secs_f64();
+        println!(
+            "  batch {batch_size:>3}: write {:>6.2} s ({:>8.0} ops/s)  push {:>6.2} s ({:>8.0} ops/s)  pull {:>6.2} s ({:>8.0} ops/s, {} pages)",
+            write.as_secs_f64(),
+            rate(write),
+            push.as_secs_f64(),
+            rate(push),
+            pull.as_secs_f64(),
+            rate(pull),
+            pulled.pages
+        );
+    }
+    println!(
+        "  for scale: a CouchDB-style peer (PouchDB through express-pouchdb) does about 1,800-2,000 docs/s per leg here"
+    );
+    Ok(())
+}
+
+pub(crate) async fn run(args: BenchArgs) -> Result<()> {
+    let wants = |leg: Leg| args.only.is_empty() || args.only.contains(&leg);
+    let dir = tempfile::tempdir()?;
+    println!("converge bench");
+    if cfg!(debug_assertions) {
+        println!("(debug build: figures are not representative; use `cargo run --release -p converge-cli -- bench`)");
+    }
+
+    if wants(Leg::Local) {
+        local::run(dir.path(), args.writes, args.rounds)?;
+    }
+
+    if wants(Leg::Push) || wants(Leg::E2e) {
+        let server =
+            start(&dir.path().join("server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default(), None).await?;
+        let auth = JwtAuth::new(DEV_SECRET.as_bytes());
+        if wants(Leg::Push) {
+            println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);
+            let api = HttpClient::new(&server.url(), auth.issue("push", "bench", Duration::from_secs(3600))?)?;
+            for batch in [50, 500] {
+                let rate = push_throughput(&api, args.ops, batch).await?;
+                println!("  batch {batch:>3}: {rate:>10.0} ops/s");
+            }
+        }
+        if wants(Leg::E2e) {
+            end_to_end(&server.url(), &auth, dir.path(), args.ops).await?;
+        }
+        server.stop().await?;
+    }
+
+    if wants(Leg::Backlog) {
+        offline::backlog(dir.path(), args.backlog).await?;
+    }
+    if wants(Leg::FirstSync) {
+        offline::first_sync(dir.path(), args.server_records).await?;
+    }
+    if (wants(Leg::Backlog) || wants(Leg::FirstSync))
+        && let Some(hwm) = memory::status_kib(None, "VmHWM")
+    {
+        println!(
+            "\nThis process's VmHWM over the whole run (all legs; the kernel updates it lazily, so it can trail the samples): {} MiB",
+            memory::mib(hwm)
+        );
+    }
+    Ok(())
+}
