@@ -31,7 +31,19 @@ pub(crate) async fn push(url: &str, token: Option<&str>, key: Option<&str>, body
     if let Some(k) = key {
         req = req.header("Idempotency-Key", k);
     }
-    let resp = req.body(body).send().await.expect("request");
+    // A server refusing an oversize body may close the connection before the client has sent it
+    // all, and the kernel can then reset it before the answer is read: send again (the refused
+    // request changed nothing).
+    let req = req.body(body);
+    let mut tries = 0;
+    let resp = loop {
+        tries += 1;
+        match req.try_clone().expect("a buffered body").send().await {
+            Ok(resp) => break resp,
+            Err(e) if tries < 5 => eprintln!("send failed ({e}); sending again"),
+            Err(e) => panic!("request: {e}"),
+        }
+    };
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     Answer { status, headers, body: resp.bytes().await.expect("body").to_vec() }
