@@ -31,6 +31,10 @@ pub struct Options {
     /// would pass it fails with `converge_core::Error::StoreFull`, like a full disk, and changes
     /// nothing.
     pub max_bytes: Option<u64>,
+    /// The write-ahead log's size past which the background checkpointer makes it start over and
+    /// truncates it (default 64 MiB). Passive checkpoints alone never catch up with a steady
+    /// writer, so without this the log grows without bound.
+    pub wal_max_bytes: u64,
 }
 
 impl Default for Options {
@@ -41,6 +45,7 @@ impl Default for Options {
             device_id: None,
             cache_kib: 8192,
             max_bytes: None,
+            wal_max_bytes: 64 << 20,
         }
     }
 }
@@ -110,7 +115,7 @@ impl SqliteStore {
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
         let nudge = if options.background_checkpoints {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-            Some(spawn_checkpointer(path)?)
+            Some(spawn_checkpointer(path, options.wal_max_bytes)?)
         } else {
             None
         };
@@ -157,21 +162,33 @@ fn move_aside(path: &Path, reason: String) -> Result<Error> {
 
 /// A thread with its own connection that runs passive checkpoints when nudged (and every few
 /// seconds), so commits never wait for one. It ends when the store is dropped.
-fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>> {
+fn spawn_checkpointer(path: &Path, wal_max_bytes: u64) -> Result<SyncSender<()>> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     configure(&conn)?;
+    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let max_frames = (wal_max_bytes / page.max(512) as u64).max(1) as i64;
     let (tx, rx) = sync_channel::<()>(1);
-    std::thread::Builder::new().name("converge-checkpoint".into()).spawn(move || checkpoint_loop(conn, rx))?;
+    std::thread::Builder::new()
+        .name("converge-checkpoint".into())
+        .spawn(move || checkpoint_loop(conn, rx, max_frames))?;
     Ok(tx)
 }
 
-fn checkpoint_loop(conn: Connection, rx: Receiver<()>) {
+fn checkpoint_loop(conn: Connection, rx: Receiver<()>, max_frames: i64) {
     use std::sync::mpsc::RecvTimeoutError;
     while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(5)) {
         // Coalesce a burst of nudges into one checkpoint.
         while rx.try_recv().is_ok() {}
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "background checkpoint failed");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            // The log is long: copy its few remaining frames while holding writers back, then
+            // start it over at zero bytes. Passive checkpoints did the bulk of the work already.
+            Ok(frames) if frames > max_frames => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, frames, "truncating checkpoint failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
         }
     }
 }

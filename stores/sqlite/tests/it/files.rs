@@ -105,3 +105,34 @@ fn a_full_disk_gives_a_typed_error_and_leaves_the_store_intact() {
     e.put("notes", &format!("r{written:04}"), obj(json!({"body": body, "i": written}))).unwrap();
     assert_eq!(e.list("notes").unwrap().len(), written + 1);
 }
+
+#[test]
+fn the_write_ahead_log_starts_over_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let options = converge_sqlite::Options {
+        wal_max_bytes: 1 << 20,
+        checkpoint_every_commits: 20,
+        ..Default::default()
+    };
+    let e = Engine::builder(Box::new(SqliteStore::open_with(&path, options).unwrap())).build().unwrap();
+    let wal = dir.path().join("device.db-wal");
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let mut largest = 0;
+    let body = "y".repeat(1000);
+    for i in 0..4000 {
+        e.put("notes", &format!("r{i:05}"), obj(json!({"body": body, "i": i}))).unwrap();
+        if i % 100 == 0 {
+            largest = largest.max(size());
+        }
+    }
+    assert!(largest > 2 << 20, "the writes outran the checkpoints ({largest} bytes of log)");
+    // Once the writes pause, the checkpointer brings the log back under its limit: it starts
+    // over instead of keeping its largest size for good.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while size() > 1 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the log stayed at {} bytes (largest {largest})", size());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(e.list("notes").unwrap().len(), 4000);
+}
