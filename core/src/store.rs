@@ -221,6 +221,8 @@ pub trait StoreRead {
     fn conflicts(&self, open: bool) -> Result<Vec<ConflictRecord>>;
     /// One conflict.
     fn conflict(&self, id: i64) -> Result<Option<ConflictRecord>>;
+    /// Whether a re-sync from the start is in progress (some confirmed records not seen yet).
+    fn snapshot_active(&self) -> Result<bool>;
 }
 
 /// Writes, inside one transaction.
@@ -245,6 +247,13 @@ pub trait StoreTx: StoreRead {
     fn update_conflict(&mut self, conflict: &ConflictRecord) -> Result<()>;
     /// Writes the device's sync state.
     fn set_device_state(&mut self, state: &DeviceState) -> Result<()>;
+    /// Starts a re-sync from the start: every confirmed live record is "not seen yet". Kept on
+    /// disk, so a re-sync interrupted by a crash goes on where it stopped.
+    fn snapshot_begin(&mut self) -> Result<()>;
+    /// The re-sync's feed mentioned this record.
+    fn snapshot_seen(&mut self, entity: &str, record_id: &str) -> Result<()>;
+    /// Takes up to `limit` records the finished re-sync never mentioned (removed on the server).
+    fn snapshot_take(&mut self, limit: usize) -> Result<Vec<(String, String)>>;
 }
 
 /// The device's local store. The engine calls it from one thread at a time.

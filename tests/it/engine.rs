@@ -174,3 +174,47 @@ async fn an_expired_cursor_re_syncs_from_the_start_keeping_pending_edits() {
     assert_eq!(b.list("notes").unwrap().len(), 3);
     assert_eq!(b.get("notes", "z").unwrap().unwrap().state, RecordState::Synced);
 }
+
+#[tokio::test]
+async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+    let service = SyncService::new(Arc::new(store.clone()), Limits::default());
+    let api = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let a = open(&dir.path().join("a.db"), Faulty::new(api.clone()));
+    let b = open(&dir.path().join("b.db"), Faulty::new(api));
+    for id in ["gone", "edited", "kept"] {
+        a.put("notes", id, obj(json!({"v": 1}))).unwrap();
+    }
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    // b goes quiet; a deletes one record; the server compacts its tombstone away.
+    a.delete("notes", "gone").unwrap();
+    a.sync_once().await.unwrap();
+    b.patch("notes", "edited", obj(json!({"v": 2}))).unwrap();
+    let stats = service.compact(std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(stats.tombstones, 1);
+    // b's cursor could have missed the delete: 410, a re-sync reads the feed as a snapshot.
+    b.sync_once().await.unwrap();
+    assert!(b.get("notes", "gone").unwrap().is_none_or(|r| r.deleted), "the compacted delete reaches b");
+    let ids: Vec<String> = b.list("notes").unwrap().into_iter().map(|r| r.record_id).collect();
+    assert_eq!(ids, ["edited", "kept"]);
+    assert_eq!(b.get("notes", "edited").unwrap().unwrap().fields["v"], json!(2), "b's pending edit went out");
+    assert_eq!(b.status().pending, 0);
+    // The re-sync is over: the next sync pulls nothing and changes nothing.
+    let report = b.sync_once().await.unwrap();
+    assert_eq!(report.pulled, 0);
+    assert_eq!(b.list("notes").unwrap().len(), 2);
+    // A fresh device creates the id again: its versions start over below the tombstone a holds,
+    // and a still takes it.
+    let c =
+        open(&dir.path().join("c.db"), Faulty::new(service.scoped(Scope { tenant: "acme".into(), user: "u".into() })));
+    c.put("notes", "gone", obj(json!({"v": "again"}))).unwrap();
+    c.sync_once().await.unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    for d in [&a, &b, &c] {
+        let r = d.get("notes", "gone").unwrap().unwrap();
+        assert_eq!((r.deleted, r.fields["v"].clone(), r.version), (false, json!("again"), 1));
+    }
+}

@@ -126,7 +126,8 @@ impl Engine {
                     self.lock().store.transact(&mut |tx| {
                         let mut device = tx.device_state()?;
                         device.cursor = None;
-                        tx.set_device_state(&device)
+                        tx.set_device_state(&device)?;
+                        tx.snapshot_begin()
                     })?;
                     continue;
                 }
@@ -139,7 +140,7 @@ impl Engine {
             self.apply_page(page.changes, page.cursor)?;
             crash::point("pull.after_commit");
             if !has_more {
-                return Ok(());
+                return self.finish_snapshot();
             }
         }
     }
@@ -349,9 +350,16 @@ impl Engine {
     fn apply_page(&self, changes: Vec<Change>, cursor: String) -> Result<()> {
         let mut st = self.lock();
         st.store.transact(&mut |tx| {
+            if tx.snapshot_active()? {
+                for ch in &changes {
+                    tx.snapshot_seen(&ch.entity, &ch.record_id)?;
+                }
+            }
             for ch in &changes {
                 let mut rec = match tx.record(&ch.entity, &ch.record_id)? {
-                    Some(r) if ch.version < r.server_version => continue,
+                    // A live record below a tombstone we hold was created again after the
+                    // server compacted the tombstone away (its versions start over).
+                    Some(r) if ch.version < r.server_version && (ch.deleted || !r.server_deleted) => continue,
                     // Already known exactly (typically this device's own acknowledged change).
                     Some(r)
                         if ch.version == r.server_version
@@ -375,6 +383,39 @@ impl Engine {
             device.cursor = Some(cursor.clone());
             tx.set_device_state(&device)
         })
+    }
+
+    /// Ends a re-sync from the start: a confirmed record the feed never mentioned was deleted on
+    /// the server and its tombstone compacted away, so it is deleted here too (pending ops stay
+    /// on top). Done in bounded transactions, so memory stays flat.
+    fn finish_snapshot(&self) -> Result<()> {
+        let mut st = self.lock();
+        if !st.store.snapshot_active()? {
+            return Ok(());
+        }
+        let mut removed = 0usize;
+        loop {
+            let mut more = false;
+            st.store.transact(&mut |tx| {
+                let keys = tx.snapshot_take(1000)?;
+                more = !keys.is_empty();
+                for (entity, record_id) in &keys {
+                    let Some(mut rec) = tx.record(entity, record_id)? else { continue };
+                    rec.server_fields.clear();
+                    rec.server_deleted = true;
+                    let ops = if rec.pending > 0 { tx.record_ops(entity, record_id)? } else { Vec::new() };
+                    derive_view(&mut rec, &ops);
+                    tx.put_record(&rec)?;
+                }
+                removed += keys.len();
+                Ok(())
+            })?;
+            if !more {
+                break;
+            }
+        }
+        tracing::info!(removed, "re-sync done; records the server no longer has are deleted here");
+        Ok(())
     }
 
     /// Records how the cycle ended in the store and the status.

@@ -354,3 +354,33 @@ pub(crate) fn write_conflict(conn: &Connection, c: &ConflictRecord, insert: bool
     )?;
     Ok(id)
 }
+
+pub(crate) fn snapshot_begin(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM resync_unseen; INSERT INTO resync_unseen (entity, record_id) \
+         SELECT entity, record_id FROM records WHERE server_version > 0 AND server_deleted = 0;",
+    )?;
+    Ok(())
+}
+
+pub(crate) fn snapshot_active(conn: &Connection) -> Result<bool> {
+    Ok(conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM resync_unseen)")?.query_row([], |r| r.get(0))?)
+}
+
+pub(crate) fn snapshot_seen(conn: &Connection, entity: &str, record_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM resync_unseen WHERE entity = ?1 AND record_id = ?2")?
+        .execute(params![entity, record_id])?;
+    Ok(())
+}
+
+pub(crate) fn snapshot_take(conn: &Connection, limit: usize) -> Result<Vec<(String, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT entity, record_id FROM resync_unseen ORDER BY entity, record_id LIMIT ?1")?;
+    let keys = stmt
+        .query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+    for (e, r) in &keys {
+        snapshot_seen(conn, e, r)?;
+    }
+    Ok(keys)
+}

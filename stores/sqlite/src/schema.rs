@@ -77,13 +77,23 @@ CREATE INDEX outbox_held ON outbox (seq) WHERE state IN ('dead_letter', 'needs_a
 ALTER TABLE sync_state ADD COLUMN metrics TEXT;
 ";
 
+/// Version 3: the confirmed records a re-sync from the start has not seen yet (a re-sync reads
+/// the feed as a snapshot: what it never mentions was removed on the server).
+const V3: &str = "
+CREATE TABLE resync_unseen (
+    entity TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (entity, record_id)
+) WITHOUT ROWID;
+";
+
 /// All migrations, oldest first. Append; never edit a released one.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: i64 = 2;
+pub(crate) const LATEST: i64 = 3;
 
 #[cfg(test)]
 mod tests {

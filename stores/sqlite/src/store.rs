@@ -240,6 +240,10 @@ macro_rules! impl_read {
                 let $conn = self;
                 Ok(rows::op($get, op_id)?)
             }
+            fn snapshot_active(&self) -> CoreResult<bool> {
+                let $conn = self;
+                Ok(rows::snapshot_active($get)?)
+            }
             fn conflicts(&self, open: bool) -> CoreResult<Vec<ConflictRecord>> {
                 let $conn = self;
                 Ok(rows::conflicts($get, open)?)
@@ -290,6 +294,15 @@ impl StoreTx for Tx<'_> {
     }
     fn set_device_state(&mut self, state: &DeviceState) -> CoreResult<()> {
         Ok(rows::set_device_state(&self.0, state)?)
+    }
+    fn snapshot_begin(&mut self) -> CoreResult<()> {
+        Ok(rows::snapshot_begin(&self.0)?)
+    }
+    fn snapshot_seen(&mut self, entity: &str, record_id: &str) -> CoreResult<()> {
+        Ok(rows::snapshot_seen(&self.0, entity, record_id)?)
+    }
+    fn snapshot_take(&mut self, limit: usize) -> CoreResult<Vec<(String, String)>> {
+        Ok(rows::snapshot_take(&self.0, limit)?)
     }
 }
 
