@@ -53,10 +53,11 @@ fn a_version_1_file_migrates_its_refused_ops_to_dead_letters() {
     let e = engine(&path);
     e.put("notes", "a", obj(json!({"t": 1}))).unwrap();
     drop(e);
-    // Turn the file back into version 1: the v1 state name, no held index, no metrics column.
+    // Turn the file back into version 1: the v1 state name, no held index, no metrics column, no
+    // re-sync table.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX outbox_held; ALTER TABLE sync_state DROP COLUMN metrics; \
+        "DROP TABLE resync_unseen; DROP INDEX outbox_held; ALTER TABLE sync_state DROP COLUMN metrics; \
          UPDATE outbox SET state = 'failed'; UPDATE records SET failed = 1; PRAGMA user_version = 1;",
     )
     .unwrap();
