@@ -16,6 +16,7 @@ use crate::faults::Faulty;
 
 struct World {
     dir: tempfile::TempDir,
+    store: SqliteServerStore,
     service: SyncService,
 }
 
@@ -23,7 +24,7 @@ impl World {
     fn new(limits: Limits) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
-        World { service: SyncService::new(Arc::new(store), limits), dir }
+        World { service: SyncService::new(Arc::new(store.clone()), limits), store, dir }
     }
 
     fn api(&self) -> Arc<dyn SyncApi> {
@@ -156,18 +157,14 @@ async fn a_refused_op_is_kept_visible_until_the_user_corrects_it() {
 
 #[tokio::test]
 async fn an_expired_cursor_re_syncs_from_the_start_keeping_pending_edits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
-    let service = SyncService::new(Arc::new(store.clone()), Limits::default());
-    let api = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
-    let a = open(&dir.path().join("a.db"), Faulty::new(api.clone()));
-    let b = open(&dir.path().join("b.db"), Faulty::new(api));
+    let w = World::new(Limits::default());
+    let ((a, _), (b, _)) = (w.device("a"), w.device("b"));
     a.put("notes", "x", obj(json!({"v": 1}))).unwrap();
     a.sync_once().await.unwrap();
     b.sync_once().await.unwrap();
     a.put("notes", "y", obj(json!({"v": 2}))).unwrap();
     a.sync_once().await.unwrap();
-    store.advance_horizon("acme", 2).unwrap();
+    w.store.advance_horizon("acme", 2).unwrap();
     b.put("notes", "z", obj(json!({"v": 3}))).unwrap();
     let report = b.sync_once().await.unwrap();
     assert_eq!(report.accepted, 1);
@@ -177,12 +174,8 @@ async fn an_expired_cursor_re_syncs_from_the_start_keeping_pending_edits() {
 
 #[tokio::test]
 async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
-    let service = SyncService::new(Arc::new(store.clone()), Limits::default());
-    let api = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
-    let a = open(&dir.path().join("a.db"), Faulty::new(api.clone()));
-    let b = open(&dir.path().join("b.db"), Faulty::new(api));
+    let w = World::new(Limits::default());
+    let ((a, _), (b, _)) = (w.device("a"), w.device("b"));
     for id in ["gone", "edited", "kept"] {
         a.put("notes", id, obj(json!({"v": 1}))).unwrap();
     }
@@ -192,7 +185,7 @@ async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
     a.delete("notes", "gone").unwrap();
     a.sync_once().await.unwrap();
     b.patch("notes", "edited", obj(json!({"v": 2}))).unwrap();
-    let stats = service.compact(std::time::Duration::ZERO).await.unwrap();
+    let stats = w.service.compact(std::time::Duration::ZERO).await.unwrap();
     assert_eq!(stats.tombstones, 1);
     // b's cursor could have missed the delete: 410, a re-sync reads the feed as a snapshot.
     b.sync_once().await.unwrap();
@@ -207,8 +200,7 @@ async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
     assert_eq!(b.list("notes").unwrap().len(), 2);
     // A fresh device creates the id again: its versions start over below the tombstone a holds,
     // and a still takes it.
-    let c =
-        open(&dir.path().join("c.db"), Faulty::new(service.scoped(Scope { tenant: "acme".into(), user: "u".into() })));
+    let (c, _) = w.device("c");
     c.put("notes", "gone", obj(json!({"v": "again"}))).unwrap();
     c.sync_once().await.unwrap();
     a.sync_once().await.unwrap();
