@@ -2,8 +2,10 @@
 //! background checkpointer that keeps WAL checkpoints off the write path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use converge_core::store::{
     ConflictRecord, DeviceState, LocalRecord, LocalStore, OutboxOp, StoreRead, StoreTx, Summary,
@@ -32,8 +34,10 @@ pub struct Options {
     /// nothing.
     pub max_bytes: Option<u64>,
     /// The write-ahead log's size past which the background checkpointer makes it start over and
-    /// truncates it (default 64 MiB). Passive checkpoints alone never catch up with a steady
-    /// writer, so without this the log grows without bound.
+    /// truncates it (default 64 MiB): as soon as writes pause for 50 ms, or at once when the log
+    /// is four times this size (a truncating checkpoint holds writers back while it runs).
+    /// Passive checkpoints alone never catch up with a steady writer, so without this the log
+    /// grows without bound.
     pub wal_max_bytes: u64,
 }
 
@@ -56,6 +60,7 @@ pub struct SqliteStore {
     path: PathBuf,
     nudge: Option<SyncSender<()>>,
     commits: u32,
+    last_commit: Arc<LastCommit>,
     every: u32,
 }
 
@@ -113,9 +118,10 @@ impl SqliteStore {
         });
         converge_core::hlc::validate_device_id(&device).map_err(|e| Error::Malformed(e.to_string()))?;
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
+        let last_commit = Arc::new(LastCommit::default());
         let nudge = if options.background_checkpoints {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-            Some(spawn_checkpointer(path, options.wal_max_bytes)?)
+            Some(spawn_checkpointer(path, options.wal_max_bytes, last_commit.clone())?)
         } else {
             None
         };
@@ -125,6 +131,7 @@ impl SqliteStore {
             nudge,
             commits: 0,
             every: options.checkpoint_every_commits.max(1),
+            last_commit,
         })
     }
 
@@ -162,7 +169,32 @@ fn move_aside(path: &Path, reason: String) -> Result<Error> {
 
 /// A thread with its own connection that runs passive checkpoints when nudged (and every few
 /// seconds), so commits never wait for one. It ends when the store is dropped.
-fn spawn_checkpointer(path: &Path, wal_max_bytes: u64) -> Result<SyncSender<()>> {
+/// When the store last committed, for the checkpointer to find a pause in the writes.
+struct LastCommit {
+    origin: Instant,
+    micros: AtomicU64,
+}
+
+impl Default for LastCommit {
+    fn default() -> Self {
+        LastCommit { origin: Instant::now(), micros: AtomicU64::new(0) }
+    }
+}
+
+impl LastCommit {
+    fn mark(&self) {
+        self.micros.store(self.origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.origin.elapsed().saturating_sub(Duration::from_micros(self.micros.load(Ordering::Relaxed)))
+    }
+}
+
+/// How long writes must pause before a long log is truncated.
+const TRUNCATE_AFTER_IDLE: Duration = Duration::from_millis(50);
+
+fn spawn_checkpointer(path: &Path, wal_max_bytes: u64, last_commit: Arc<LastCommit>) -> Result<SyncSender<()>> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     configure(&conn)?;
     let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -170,19 +202,23 @@ fn spawn_checkpointer(path: &Path, wal_max_bytes: u64) -> Result<SyncSender<()>>
     let (tx, rx) = sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("converge-checkpoint".into())
-        .spawn(move || checkpoint_loop(conn, rx, max_frames))?;
+        .spawn(move || checkpoint_loop(conn, rx, max_frames, &last_commit))?;
     Ok(tx)
 }
 
-fn checkpoint_loop(conn: Connection, rx: Receiver<()>, max_frames: i64) {
+fn checkpoint_loop(conn: Connection, rx: Receiver<()>, max_frames: i64, last_commit: &LastCommit) {
     use std::sync::mpsc::RecvTimeoutError;
     while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(5)) {
         // Coalesce a burst of nudges into one checkpoint.
         while rx.try_recv().is_ok() {}
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             // The log is long: copy its few remaining frames while holding writers back, then
-            // start it over at zero bytes. Passive checkpoints did the bulk of the work already.
-            Ok(frames) if frames > max_frames => {
+            // start it over at zero bytes. Passive checkpoints did the bulk of the work already;
+            // wait for a pause in the writes unless the log is far too long.
+            Ok(frames)
+                if frames > max_frames.saturating_mul(4)
+                    || (frames > max_frames && last_commit.idle_for() >= TRUNCATE_AFTER_IDLE) =>
+            {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, frames, "truncating checkpoint failed");
                 }
@@ -312,6 +348,7 @@ impl LocalStore for SqliteStore {
         let mut tx = Tx(tx);
         f(&mut tx)?;
         tx.0.commit().map_err(Error::from)?;
+        self.last_commit.mark();
         self.commits += 1;
         if self.commits.is_multiple_of(self.every)
             && let Some(n) = &self.nudge
