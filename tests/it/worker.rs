@@ -394,3 +394,18 @@ async fn a_poison_op_holds_back_only_itself_then_becomes_a_dead_letter_the_app_c
     assert!(r.engine.retry_op(op.op_id).is_err(), "no such held op any more");
     worker.stop().await;
 }
+
+#[test]
+fn a_worker_needs_a_runtime_and_only_one_runs_per_engine() {
+    let r = rig();
+    let err = r.engine.start_worker(CONFIG).err().expect("no runtime here");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let first = r.engine.start_worker(CONFIG).unwrap();
+        assert!(r.engine.start_worker(CONFIG).is_err(), "a second worker is refused");
+        first.stop().await;
+        let again = r.engine.start_worker(CONFIG).expect("a stopped worker can be started again");
+        again.stop().await;
+    });
+}

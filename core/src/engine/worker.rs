@@ -117,11 +117,13 @@ impl Engine {
         if config.backoff_base.is_zero() || config.backoff_cap < config.backoff_base {
             return Err(Error::InvalidInput("backoff_base must be above zero and at most backoff_cap".into()));
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::InvalidInput("start the worker from inside a tokio runtime".into()))?;
         if self.inner.worker.running.swap(true, Ordering::SeqCst) {
             return Err(Error::InvalidInput("a worker is already running for this engine".into()));
         }
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(self.clone(), config, stop_rx));
+        let task = runtime.spawn(run(self.clone(), config, stop_rx));
         Ok(WorkerHandle { stop: Some(stop_tx), task: Some(task), engine: self.clone() })
     }
 
