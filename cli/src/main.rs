@@ -1,10 +1,11 @@
 //! The `converge` command: run the sync server, mint tokens, drive a device store from the shell,
-//! run the demo, and measure.
+//! run the demo, measure, and test and scaffold merge policies.
 
 mod bench;
 mod client;
 mod demo;
 mod duration;
+mod policy;
 mod serve;
 mod sim;
 
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the seeded simulation over many seeds and print a summary.
     Sim(sim::SimArgs),
+    /// Test a merge policy against a cases file, or create a new policy plugin project.
+    Policy(policy::PolicyArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -107,6 +110,10 @@ fn main() -> std::process::ExitCode {
             Command::Sim(args) => {
                 init_tracing("error");
                 sim::run(args)
+            }
+            Command::Policy(args) => {
+                init_tracing("warn");
+                policy::run(args)
             }
         }
     });

@@ -1,4 +1,5 @@
-//! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree.
+//! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree; nor
+//! does the policy test harness, which plugin repositories depend on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Command;
@@ -63,6 +64,16 @@ fn core_has_no_network_sql_or_wasm_in_its_tree() {
     assert!(tree.contains("serde_json"), "the walk must see core's real dependencies: {tree:?}");
     let leaks: Vec<&&str> = FORBIDDEN.iter().filter(|f| tree.contains(**f)).collect();
     assert!(leaks.is_empty(), "converge-core pulls in {leaks:?}");
+}
+
+#[test]
+fn the_policy_test_harness_has_no_runtime_network_or_sql_in_its_tree() {
+    let meta = metadata();
+    let tree = normal_tree(&meta, "converge-policy-test");
+    assert!(tree.contains("converge-core"), "the walk must see the harness's real dependencies: {tree:?}");
+    let leaks: Vec<&&str> = FORBIDDEN.iter().filter(|f| tree.contains(**f)).collect();
+    assert!(leaks.is_empty(), "converge-policy-test pulls in {leaks:?}");
+    assert!(!tree.contains("converge-policies"), "built-ins are a dev-dependency only");
 }
 
 #[test]

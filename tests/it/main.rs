@@ -1,8 +1,10 @@
 //! Cross-crate tests: the dependency rules of the workspace, and the engine against the real
-//! service (SQLite server store on disk) in-process, through a fault-injecting `SyncApi`.
+//! service (SQLite server store on disk) in-process, through a fault-injecting `SyncApi`; and the
+//! policy test harness against the engine.
 
 mod deps;
 mod engine;
 mod faults;
+mod harness;
 mod sim;
 mod worker;

@@ -11,6 +11,7 @@ mod idempotency;
 #[cfg(unix)]
 mod kill9;
 mod logs;
+mod policy;
 mod proxy;
 mod worker;
 
