@@ -26,7 +26,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The default fuel per call: 50 million units (tens of milliseconds).
+    /// The default fuel per call: 50 million units (a few milliseconds of a tight loop).
     pub const DEFAULT_FUEL: u64 = 50_000_000;
     /// The default memory cap: 16 MiB.
     pub const DEFAULT_MEMORY_BYTES: usize = 16 << 20;

@@ -25,7 +25,7 @@ async fn converge(a_first: bool) {
     // Record mode: equal deltas on both sides must still conflict (see the plugin's docs).
     let inventory: Arc<dyn MergePolicy> = Arc::new(load(plugins, "inventory").with_check_mode(CheckMode::Record));
     let device = |name: &str| {
-        let store = SqliteStore::open(&dir.path().join(format!("{name}.db"))).unwrap();
+        let store = SqliteStore::open(dir.path().join(format!("{name}.db"))).unwrap();
         Engine::builder(Box::new(store)).api(api.clone()).policy("items", inventory.clone()).build().unwrap()
     };
     let (a, b) = (device("a"), device("b"));
