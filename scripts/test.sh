@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace from a clean clone: formatting, clippy, and all
-# tests (which start real `converge serve` processes on loopback themselves).
+# Runs every check and test of the workspace from a clean clone: formatting, clippy, the WASM
+# plugins' build, and all tests (which start real `converge serve` processes on loopback themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +16,13 @@ need cargo clippy --version
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path plugins/guests/Cargo.toml -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
+./scripts/build-plugins.sh
 
 echo "== cargo test"
 cargo test --workspace --locked

@@ -1,5 +1,6 @@
 //! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree; nor
-//! does the policy test harness, which plugin repositories depend on.
+//! does the policy test harness, which plugin repositories depend on. Leaf crates do not depend
+//! on each other; wasmtime stays in converge-wasm.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Command;
@@ -86,11 +87,36 @@ fn the_check_sees_a_leak_where_there_is_one() {
 #[test]
 fn leaf_crates_do_not_depend_on_each_other() {
     let meta = metadata();
-    let leaves = ["converge-sqlite", "converge-server", "converge-http"];
+    let leaves = ["converge-sqlite", "converge-server", "converge-http", "converge-wasm"];
     for leaf in leaves {
         let tree = normal_tree(&meta, leaf);
         for other in leaves.iter().filter(|o| **o != leaf) {
             assert!(!tree.contains(*other), "{leaf} depends on {other}");
         }
     }
+}
+
+#[test]
+fn wasmtime_is_only_in_converge_wasm_which_needs_only_core() {
+    let meta = metadata();
+    let members: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| meta["workspace_members"].as_array().unwrap().contains(&p["id"]))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(members.contains(&"converge-wasm") && members.contains(&"converge-plugin-sdk"), "{members:?}");
+    for member in members.iter().filter(|m| **m != "converge-wasm") {
+        assert!(!normal_tree(&meta, member).contains("wasmtime"), "{member} pulls in wasmtime");
+    }
+    let tree = normal_tree(&meta, "converge-wasm");
+    assert!(tree.contains("wasmtime"), "the walk must find wasmtime under converge-wasm");
+    let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-wasm").collect();
+    assert_eq!(ours, ["converge-core"], "converge-wasm depends only on converge-core");
+    assert!(
+        !normal_tree(&meta, "converge-plugin-sdk")
+            .iter()
+            .any(|p| p.starts_with("converge-") && p != "converge-plugin-sdk")
+    );
 }
