@@ -27,8 +27,8 @@ pub(crate) struct ClientArgs {
     /// Print one JSON document instead of text for people.
     #[arg(long, global = true)]
     json: bool,
-    /// The merge policy of an entity: ENTITY=field_merge|lww|server_authoritative (repeatable;
-    /// without one, every conflict waits for review).
+    /// The merge policy of an entity: ENTITY=field_merge|lww|server_authoritative, or
+    /// ENTITY=path/to/plugin.wasm (repeatable; without one, every conflict waits for review).
     #[arg(long = "policy", value_parser = parse_policy)]
     policies: Vec<(String, String)>,
     #[command(subcommand)]
@@ -110,8 +110,11 @@ enum ClientCommand {
 fn parse_policy(s: &str) -> Result<(String, String), String> {
     let (entity, name) =
         s.split_once('=').ok_or_else(|| format!("{s:?}: write ENTITY=POLICY, e.g. notes=field_merge"))?;
-    if converge_policies::builtin(name).is_none() {
-        return Err(format!("unknown policy {name:?}; built in: {}", converge_policies::BUILTINS.join(", ")));
+    if converge_policies::builtin(name).is_none() && !name.ends_with(".wasm") {
+        return Err(format!(
+            "unknown policy {name:?}; built in: {}, or the path of a .wasm plugin",
+            converge_policies::BUILTINS.join(", ")
+        ));
     }
     Ok((entity.to_owned(), name.to_owned()))
 }
@@ -135,8 +138,7 @@ pub(crate) fn open_engine(
         b = b.api(api);
     }
     for (entity, name) in policies {
-        let policy = converge_policies::builtin(name).with_context(|| format!("unknown policy {name}"))?;
-        b = b.policy(entity, policy);
+        b = b.policy(entity, crate::policy::load_policy(name)?);
     }
     Ok(b.build()?)
 }

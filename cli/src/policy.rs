@@ -67,16 +67,13 @@ pub(crate) fn run(args: PolicyArgs) -> Result<()> {
 
 /// The policy a `--policy` value names: a built-in by name, or a WASM plugin by a path ending in
 /// `.wasm`.
-// The `wasm` feature arrives with converge-wasm; until then the cfg names a feature Cargo.toml
-// does not declare yet.
-#[allow(unexpected_cfgs)]
 pub(crate) fn load_policy(spec: &str) -> Result<Arc<dyn MergePolicy>> {
     if spec.ends_with(".wasm") {
         #[cfg(feature = "wasm")]
         {
             use anyhow::Context as _;
-            let plugin = converge_wasm::PluginEngine::new(Default::default())?
-                .load_file(spec)
+            let plugin = converge_wasm::PluginEngine::new()?
+                .load_file(Path::new(spec))
                 .with_context(|| format!("cannot load the plugin {spec}"))?;
             return Ok(Arc::new(plugin));
         }
@@ -126,7 +123,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(unexpected_cfgs)]
     fn a_wasm_path_goes_to_the_plugin_loader() {
         let err = format!("{:#}", load_policy("no/such/plugin.wasm").err().expect("no such plugin"));
         if cfg!(feature = "wasm") {

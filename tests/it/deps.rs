@@ -1,6 +1,6 @@
 //! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree; nor
 //! does the policy test harness, which plugin repositories depend on. Leaf crates do not depend
-//! on each other; wasmtime stays in converge-wasm.
+//! on each other; wasmtime stays in converge-wasm (and the CLI's `wasm` feature).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Command;
@@ -107,9 +107,14 @@ fn wasmtime_is_only_in_converge_wasm_which_needs_only_core() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(members.contains(&"converge-wasm") && members.contains(&"converge-plugin-sdk"), "{members:?}");
-    for member in members.iter().filter(|m| **m != "converge-wasm") {
+    for member in members.iter().filter(|m| !["converge-wasm", "converge-cli"].contains(m)) {
         assert!(!normal_tree(&meta, member).contains("wasmtime"), "{member} pulls in wasmtime");
     }
+    // The command line has it only through its `wasm` feature.
+    let cli = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == "converge-cli").unwrap();
+    let dep = cli["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "converge-wasm");
+    assert_eq!(dep.map(|d| d["optional"].clone()), Some(serde_json::Value::Bool(true)), "converge-wasm is optional");
+    assert_eq!(cli["features"]["wasm"], serde_json::json!(["dep:converge-wasm"]));
     let tree = normal_tree(&meta, "converge-wasm");
     assert!(tree.contains("wasmtime"), "the walk must find wasmtime under converge-wasm");
     let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-wasm").collect();

@@ -13,23 +13,23 @@ use uuid::Uuid;
 
 use super::fields;
 
-struct Lat(Histogram<u64>);
+pub(super) struct Lat(Histogram<u64>);
 
 impl Lat {
-    fn new() -> Result<Lat> {
+    pub(super) fn new() -> Result<Lat> {
         Ok(Lat(Histogram::new_with_bounds(1, 60_000_000_000, 3)?))
     }
     fn merge(&mut self, other: &Lat) -> Result<()> {
         self.0.add(&other.0)?;
         Ok(())
     }
-    fn record(&mut self, d: Duration) {
+    pub(super) fn record(&mut self, d: Duration) {
         let _ = self.0.record((d.as_nanos() as u64).max(1));
     }
-    fn q(&self, q: f64) -> f64 {
+    pub(super) fn q(&self, q: f64) -> f64 {
         self.0.value_at_quantile(q) as f64 / 1000.0
     }
-    fn row(&self, name: &str, base: Option<&Lat>) {
+    pub(super) fn row(&self, name: &str, base: Option<&Lat>) {
         print!(
             "  {name:<52} p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
             self.q(0.5),

@@ -6,6 +6,8 @@
 mod local;
 mod memory;
 mod offline;
+#[cfg(feature = "wasm")]
+mod plugin;
 mod server_process;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub(crate) enum Leg {
     Backlog,
     /// A fresh device's first sync against a server holding many records (with RSS samples).
     FirstSync,
+    /// One `resolve` call of a WASM plugin against the same rule as a Rust closure.
+    Plugin,
 }
 
 /// Options of `converge bench`.
@@ -59,6 +63,12 @@ pub(crate) struct BenchArgs {
     /// Records the server holds for the first-sync leg.
     #[arg(long, default_value_t = 1_000_000)]
     server_records: u64,
+    /// The plugin for the plugin leg (the inventory example).
+    #[arg(long, default_value = "target/guests/wasm32-unknown-unknown/release/inventory.wasm")]
+    plugin: std::path::PathBuf,
+    /// `resolve` calls per variant in the plugin leg.
+    #[arg(long, default_value_t = 20_000)]
+    plugin_calls: u64,
 }
 
 fn fields(i: u64) -> Fields {
@@ -174,6 +184,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         server.stop().await?;
     }
 
+    if wants(Leg::Plugin) {
+        #[cfg(feature = "wasm")]
+        plugin::run(&args.plugin, args.plugin_calls)?;
+        #[cfg(not(feature = "wasm"))]
+        println!("\nPlugin call: skipped, this build has no WASM plugin support (feature `wasm`)");
+    }
     if wants(Leg::Backlog) {
         offline::backlog(dir.path(), args.backlog).await?;
     }

@@ -30,3 +30,16 @@ fn backlog_and_first_sync_legs_run_at_small_sizes_and_print_their_figures() {
     }
     assert!(!out.contains("local write latency") && !out.contains("Push throughput"), "{out}");
 }
+
+#[test]
+fn the_plugin_leg_compares_a_wasm_plugin_with_a_closure() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let plugin = root.join("target/guests/wasm32-unknown-unknown/release/inventory.wasm");
+    assert!(plugin.exists(), "{} is missing: run scripts/build-plugins.sh", plugin.display());
+    let args = ["bench", "--only", "plugin", "--plugin-calls", "200", "--plugin", plugin.to_str().unwrap()];
+    let (ok, out, err) = converge_status(bin(), &args).unwrap();
+    assert!(ok, "bench failed: {err}\n{out}");
+    for expected in ["Rust closure (policy_fn), baseline", "WASM plugin (fresh sandboxed instance per call)", "again"] {
+        assert!(out.contains(expected), "no {expected:?} in the output:\n{out}");
+    }
+}

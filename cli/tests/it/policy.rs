@@ -127,3 +127,63 @@ fn policy_test_refuses_bad_input_clearly() {
     assert!(stderr.contains("bad.json: $.cases[0].expect: expected \"take_local\""), "{stderr}");
     assert!(text(&out.stdout).is_empty(), "no table for a file that does not load");
 }
+
+/// The repository's root (the guests build into `<root>/target/guests`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository").to_path_buf()
+}
+
+/// A plugin built from `plugins/guests` by `scripts/build-plugins.sh`.
+fn plugin(name: &str) -> PathBuf {
+    let path = root().join("target/guests/wasm32-unknown-unknown/release").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn policy_test_runs_a_wasm_plugin_and_contains_a_misbehaving_one() {
+    let cases = root().join("plugins/guests/examples/inventory/cases.json");
+    let inventory = plugin("inventory");
+    let out =
+        converge(&["policy", "test", "--policy", inventory.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 failed"), "{}", text(&out.stdout));
+    // A plugin that loops forever fails its cases (each left for review), and the run ends.
+    let looping = plugin("fixture_loop");
+    let out = converge(&["policy", "test", "--policy", looping.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ran out of fuel"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_scaffolded_plugin_builds_and_passes_its_own_cases_as_generated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shelf-rule");
+    let out = converge(&["policy", "new", "shelf-rule", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Built as its README says, into a target folder kept warm between runs.
+    let target = root().join("target/scaffold");
+    let build = |offline: bool| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--release", "--target", "wasm32-unknown-unknown"]).current_dir(&dir);
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.env("CARGO_TARGET_DIR", &target).env_remove("RUSTFLAGS").output().expect("run cargo")
+    };
+    // The SDK's dependencies are in the local cache after the guests' build; fetch only if not.
+    let mut out = build(true);
+    if !out.status.success() {
+        out = build(false);
+    }
+    assert!(out.status.success(), "the scaffold did not build: {}", text(&out.stderr));
+    let wasm = target.join("wasm32-unknown-unknown/release/shelf_rule.wasm");
+    let cases = dir.join("cases.json");
+    let out = converge(&["policy", "test", "--policy", wasm.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("4 passed, 0 failed"), "{}", text(&out.stdout));
+}

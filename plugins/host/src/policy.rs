@@ -59,12 +59,17 @@ impl WasmPolicy {
             version: String::new(),
             entities: Vec::new(),
         };
-        let Description { name, version, entities } = policy
+        let Description { name, version, entities, check_mode } = policy
             .run(|plugin, store| plugin.call_describe(store))
             .map_err(|fault| Error::Describe(format!("plugin sha256 {}: {fault}", policy.short_hash())))?;
         if name.trim().is_empty() || name.len() > 100 {
             return Err(Error::Describe("the name must be 1 to 100 bytes and not blank".into()));
         }
+        policy.check_mode = match check_mode.as_str() {
+            "" => CheckMode::Fields,
+            mode => CheckMode::parse(mode)
+                .map_err(|_| Error::Describe(format!("check mode {mode:?}: a check mode is fields, record or lww")))?,
+        };
         policy.name = name;
         policy.version = version;
         policy.entities = entities;

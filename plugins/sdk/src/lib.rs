@@ -106,12 +106,39 @@ pub struct Description {
     pub entities: Vec<String>,
 }
 
+/// How the server checks a policy's mutations for conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckMode {
+    /// A conflict when a field the change sets was changed since its base to another value.
+    #[default]
+    Fields,
+    /// A conflict when anything changed since the base (counters need it: two equal edits are
+    /// two edits).
+    Record,
+    /// Never a conflict: per field, the later HLC wins.
+    Lww,
+}
+
+impl CheckMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckMode::Fields => "fields",
+            CheckMode::Record => "record",
+            CheckMode::Lww => "lww",
+        }
+    }
+}
+
 /// A merge policy. Both functions must be pure and deterministic.
 pub trait Policy {
     /// Names the policy; called once when the host loads the plugin.
     fn describe() -> Description;
     /// Settles one conflict.
     fn resolve(input: Input) -> Outcome;
+    /// How the server checks this policy's mutations (default: per field).
+    fn check_mode() -> CheckMode {
+        CheckMode::Fields
+    }
 }
 
 /// Wires a [`Policy`] to the plugin's exports. Use it once, at the root of a `cdylib` crate.
@@ -200,7 +227,7 @@ pub mod __private {
     /// `describe`, wired.
     pub fn describe<P: Policy>() -> bindings::Description {
         let Description { name, version, entities } = P::describe();
-        bindings::Description { name, version, entities }
+        bindings::Description { name, version, entities, check_mode: P::check_mode().as_str().to_owned() }
     }
 }
 

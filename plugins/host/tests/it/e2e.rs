@@ -23,7 +23,9 @@ async fn converge(a_first: bool) {
     let api: Arc<dyn SyncApi> = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
     let plugins = engine();
     // Record mode: equal deltas on both sides must still conflict (see the plugin's docs).
-    let inventory: Arc<dyn MergePolicy> = Arc::new(load(plugins, "inventory").with_check_mode(CheckMode::Record));
+    let inventory = load(plugins, "inventory");
+    assert_eq!(inventory.check_mode(), CheckMode::Record, "the plugin asks for record checks itself");
+    let inventory: Arc<dyn MergePolicy> = Arc::new(inventory);
     let device = |name: &str| {
         let store = SqliteStore::open(dir.path().join(format!("{name}.db"))).unwrap();
         Engine::builder(Box::new(store)).api(api.clone()).policy("items", inventory.clone()).build().unwrap()

@@ -41,10 +41,10 @@ fn text_rule_merges_tags_and_notes_in_every_case() {
 #[test]
 fn describe_names_each_example() {
     let engine = engine();
-    for (wasm, name, entity) in [
-        ("inventory", "inventory", "items"),
-        ("order_status", "order_status", "orders"),
-        ("text_rule", "text_rule", "notes"),
+    for (wasm, name, entity, mode) in [
+        ("inventory", "inventory", "items", CheckMode::Record),
+        ("order_status", "order_status", "orders", CheckMode::Fields),
+        ("text_rule", "text_rule", "notes", CheckMode::Fields),
     ] {
         let policy = load(engine, wasm);
         assert_eq!(policy.name(), name);
@@ -52,7 +52,7 @@ fn describe_names_each_example() {
         assert_eq!(policy.entities(), [entity]);
         assert_eq!(policy.hash().len(), 64);
         assert!(policy.hash().starts_with(policy.short_hash()));
-        assert_eq!(policy.check_mode(), CheckMode::Fields, "fields unless the loader says otherwise");
-        assert_eq!(policy.with_check_mode(CheckMode::Record).check_mode(), CheckMode::Record);
+        assert_eq!(policy.check_mode(), mode, "the plugin's own check mode (fields unless it says otherwise)");
+        assert_eq!(policy.with_check_mode(CheckMode::Lww).check_mode(), CheckMode::Lww, "the loader may override");
     }
 }

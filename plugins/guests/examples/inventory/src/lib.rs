@@ -2,9 +2,9 @@
 //! result is `server + (local − base)`, so two devices that took 2 and 5 items off the same
 //! shelf both count; the answer is the same whichever reached the server first.
 //!
-//! Load it with check mode `record` (`WasmPolicy::with_check_mode(CheckMode::Record)`): in
-//! `fields` mode the server reports no conflict when both sides set a count to the same value,
-//! and one of the two equal deltas would be lost.
+//! It asks for check mode `record` (`Policy::check_mode`): in `fields` mode the server reports no
+//! conflict when both sides set a count to the same value, and one of two equal deltas would be
+//! lost.
 //!
 //! A count removed on one side and changed on the other, a non-count field changed differently
 //! on both sides, or a deleted record needs the user.
@@ -48,6 +48,11 @@ fn review(reason: String) -> Outcome {
 impl Policy for Inventory {
     fn describe() -> Description {
         Description { name: "inventory".into(), version: "1.0.0".into(), entities: vec!["items".into()] }
+    }
+
+    // Two equal edits of a count are two deltas: every concurrent change must reach the policy.
+    fn check_mode() -> CheckMode {
+        CheckMode::Record
     }
 
     fn resolve(input: Input) -> Outcome {
