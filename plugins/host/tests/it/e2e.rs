@@ -72,3 +72,33 @@ async fn two_devices_converge_on_the_plugin_merge_when_a_syncs_first() {
 async fn two_devices_converge_on_the_plugin_merge_when_b_syncs_first() {
     converge(false).await;
 }
+
+#[tokio::test]
+async fn a_plugin_that_loops_leaves_the_conflict_open_naming_itself_and_sync_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+    let service = SyncService::new(Arc::new(server), Limits::default());
+    let api: Arc<dyn SyncApi> = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let looping: Arc<dyn MergePolicy> = Arc::new(load(engine(), "fixture_loop"));
+    let device = |name: &str| {
+        let store = SqliteStore::open(dir.path().join(format!("{name}.db"))).unwrap();
+        Engine::builder(Box::new(store)).api(api.clone()).policy("items", looping.clone()).build().unwrap()
+    };
+    let (a, b) = (device("a"), device("b"));
+    a.put("items", "bolt", obj(json!({"qty": 10}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.patch("items", "bolt", obj(json!({"qty": 13}))).unwrap();
+    b.patch("items", "bolt", obj(json!({"qty": 15}))).unwrap();
+    b.put("items", "nut", obj(json!({"qty": 1}))).unwrap();
+    a.sync_once().await.unwrap();
+    let report = b.sync_once().await.unwrap();
+    assert_eq!((report.conflicts, report.accepted), (1, 1), "the other record synced");
+    let open = b.conflicts().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].policy, "loop");
+    assert!(open[0].reason.contains("plugin loop") && open[0].reason.contains("ran out of fuel"), "{}", open[0].reason);
+    assert_eq!(open[0].local["qty"], json!(15), "the local value is kept for the user");
+    assert_eq!(b.get("items", "bolt").unwrap().unwrap().state, RecordState::Conflict);
+    assert_eq!(api.record("items", "nut").await.unwrap().fields["qty"], json!(1));
+}
