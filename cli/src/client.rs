@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use converge_core::store::{ConflictRecord, OutboxOp};
-use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncStatus};
+use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncStatus, WorkerConfig};
 use converge_http::client::HttpClient;
 use converge_sqlite::SqliteStore;
 use serde_json::json;
@@ -67,6 +67,13 @@ enum ClientCommand {
     },
     /// Run one full sync cycle: push the whole outbox, pull to the end of the feed.
     Sync,
+    /// Keep syncing in the background, as an app does: a cycle at start, then on every poll,
+    /// backing off after failures; prints each status change until Ctrl-C.
+    Watch {
+        /// How often to pull others' changes: 90s, 15m, 1h.
+        #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+        poll: Duration,
+    },
     /// Show the sync status.
     Status {
         /// Also show the sync metrics: outbox depth, success rate, conflict rate per entity,
@@ -145,7 +152,7 @@ pub(crate) fn open_engine(
 
 pub(crate) async fn run(args: ClientArgs) -> Result<()> {
     let api = match &args.command {
-        ClientCommand::Sync => {
+        ClientCommand::Sync | ClientCommand::Watch { .. } => {
             let token = args.token.clone().ok_or_else(|| {
                 anyhow!(
                     "no token: pass --token or set CONVERGE_TOKEN (make one with `converge token --tenant T --user U`)"
@@ -190,6 +197,7 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
             }
         }
         ClientCommand::Sync => sync(&engine, &out).await?,
+        ClientCommand::Watch { poll } => watch(&engine, &out, poll).await?,
         ClientCommand::Status { metrics } => {
             if metrics {
                 out.metrics(&engine.status(), &engine.metrics());
@@ -266,6 +274,45 @@ async fn sync(engine: &Engine, out: &Output) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn watch(engine: &Engine, out: &Output, poll: Duration) -> Result<()> {
+    if poll.is_zero() {
+        bail!("--poll must be at least 1s");
+    }
+    let mut status = engine.watch_status();
+    let config = WorkerConfig { poll_every: Some(poll), ..WorkerConfig::default() };
+    let worker = engine.start_worker(config)?;
+    if !out.json {
+        eprintln!("syncing in the background; Ctrl-C stops");
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                if out.json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    let phase = serde_json::to_value(s.phase).ok().and_then(|v| v["phase"].as_str().map(str::to_owned));
+                    println!(
+                        "{:<12} pending {:<6} conflicts {:<4} needs action {:<4} dead letters {:<4}{}",
+                        phase.unwrap_or_default(),
+                        s.pending,
+                        s.open_conflicts,
+                        s.needs_action,
+                        s.dead_letters,
+                        s.last_error.as_ref().map(|e| format!(" last error: {}", e.message)).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    worker.stop().await;
     Ok(())
 }
 

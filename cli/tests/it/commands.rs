@@ -165,3 +165,43 @@ fn held_changes_are_listed_corrected_or_discarded_and_metrics_are_shown() {
     let (ok, text, _) = converge_status(bin(), &["client", "--db", a, "status", "--metrics"]).unwrap();
     assert!(ok && text.contains("time to converge") && text.contains("conflict rate:    notes 0.0 %"), "{text}");
 }
+
+#[test]
+fn watch_keeps_syncing_in_the_background_and_prints_each_status() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let srv = server();
+    let token = srv.token("acme", "erin").unwrap();
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    client(a, &url, &token, &["put", "notes", "w1", r#"{"t": 1}"#]);
+    let mut child = Command::new(bin())
+        .args(["client", "--db", a, "--server", &url, "--token", &token, "--json", "watch", "--poll", "1s"])
+        .env("CONVERGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        for line in lines.by_ref() {
+            let s: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if ok(&s) {
+                return s;
+            }
+        }
+        panic!("the watcher ended before {what}");
+    };
+    wait_for("the first cycle", &|s| s["phase"] == "idle" && s["pending"] == 0 && !s["last_success_ms"].is_null());
+    // A write by another process on the same store goes out with the next poll.
+    client(a, &url, &token, &["put", "notes", "w2", r#"{"t": 2}"#]);
+    wait_for("the poll's cycle", &|s| s["phase"] == "syncing");
+    wait_for("the poll's cycle to end", &|s| s["phase"] == "idle" && s["pending"] == 0);
+    let _ = child.kill();
+    let _ = child.wait();
+    client(b, &url, &token, &["sync"]);
+    let list = client(b, &url, &token, &["list", "notes"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "both writes reached the server: {list}");
+}
