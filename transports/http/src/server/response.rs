@@ -118,6 +118,12 @@ mod tests {
         let e = HttpError::from(converge_core::Error::Offline("db down".into()));
         assert_eq!(e.code, Code::Internal);
 
+        let e = HttpError::from(converge_core::Error::StoreFull("database or disk is full".into()));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, Some(Duration::from_secs(60)))
+        );
+
         let api = ApiError::new(Code::Unavailable, "draining").with_retry_after(Duration::from_millis(1500));
         let resp = HttpError::from(converge_core::Error::Api(api)).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
