@@ -119,6 +119,7 @@ impl SqliteStore {
         converge_core::hlc::validate_device_id(&device).map_err(|e| Error::Malformed(e.to_string()))?;
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
         let last_commit = Arc::new(LastCommit::default());
+        conn.pragma_update(None, "journal_size_limit", options.wal_max_bytes as i64)?;
         let nudge = if options.background_checkpoints {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             Some(spawn_checkpointer(path, options.wal_max_bytes, last_commit.clone())?)
@@ -212,15 +213,18 @@ fn checkpoint_loop(conn: Connection, rx: Receiver<()>, max_frames: i64, last_com
         // Coalesce a burst of nudges into one checkpoint.
         while rx.try_recv().is_ok() {}
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            // The log is long: copy its few remaining frames while holding writers back, then
-            // start it over at zero bytes. Passive checkpoints did the bulk of the work already;
-            // wait for a pause in the writes unless the log is far too long.
-            Ok(frames)
-                if frames > max_frames.saturating_mul(4)
-                    || (frames > max_frames && last_commit.idle_for() >= TRUNCATE_AFTER_IDLE) =>
-            {
+            // The log is long. Passive checkpoints did the bulk of the work; copying the few
+            // remaining frames holds writers back briefly. In a pause, start the log over at
+            // zero bytes. Under steady writes, let the next writer start it over in place (its
+            // blocks are reused, cheaper than growing a new file), cut to `journal_size_limit`.
+            Ok(frames) if frames > max_frames && last_commit.idle_for() >= TRUNCATE_AFTER_IDLE => {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, frames, "truncating checkpoint failed");
+                }
+            }
+            Ok(frames) if frames > max_frames.saturating_mul(4) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, frames, "restarting checkpoint failed");
                 }
             }
             Ok(_) => {}
