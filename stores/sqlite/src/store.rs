@@ -33,11 +33,11 @@ pub struct Options {
     /// would pass it fails with `converge_core::Error::StoreFull`, like a full disk, and changes
     /// nothing.
     pub max_bytes: Option<u64>,
-    /// The write-ahead log's size past which the background checkpointer makes it start over and
-    /// truncates it (default 64 MiB): as soon as writes pause for 50 ms, or at once when the log
-    /// is four times this size (a truncating checkpoint holds writers back while it runs).
-    /// Passive checkpoints alone never catch up with a steady writer, so without this the log
-    /// grows without bound.
+    /// The write-ahead log's size past which the background checkpointer makes it start over
+    /// (default 64 MiB): truncated to zero as soon as writes pause for 50 ms; under steady writes,
+    /// once it is four times this size, started over in place and cut to this size. Passive
+    /// checkpoints alone never catch up with a steady writer, so without this the log grows
+    /// without bound.
     pub wal_max_bytes: u64,
 }
 
