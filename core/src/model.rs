@@ -156,7 +156,22 @@ pub fn effective_patch(fields: &Fields, patch: &Fields) -> Fields {
 
 /// The size of fields as compact JSON, the measure of the record size limit.
 pub fn json_size(fields: &Fields) -> usize {
-    serde_json::to_vec(fields).map(|v| v.len()).unwrap_or(usize::MAX)
+    /// Counts the bytes written to it instead of keeping them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, fields) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +181,13 @@ mod tests {
 
     fn obj(v: serde_json::Value) -> Fields {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn json_size_is_the_length_of_the_compact_json() {
+        let f = obj(json!({"a": "x\"y\n", "é": [1, 2.5, null], "n": {"deep": true}}));
+        assert_eq!(json_size(&f), serde_json::to_string(&f).unwrap().len());
+        assert_eq!(json_size(&Fields::new()), 2);
     }
 
     #[test]

@@ -239,6 +239,13 @@ pub trait StoreTx: StoreRead {
     fn update_op(&mut self, op: &OutboxOp) -> Result<()>;
     /// Removes an op (by seq).
     fn remove_op(&mut self, seq: i64) -> Result<()>;
+    /// The server accepted the op `seq` of a record at `version`. When that op is the record's
+    /// only outbox op, the record has no open conflict or held op, and its confirmed version is
+    /// below `version`, the view is exactly the confirmed state with that op applied: the view
+    /// becomes the confirmed state at `version` (no fields are read or written), the op is
+    /// removed and `true` returned. Otherwise nothing changes and `false` is returned, for the
+    /// caller to take the general path.
+    fn confirm_sole_op(&mut self, entity: &str, record_id: &str, seq: i64, version: u64) -> Result<bool>;
     /// Marks ops (by seq) in flight in the batch `batch_id`.
     fn mark_in_flight(&mut self, seqs: &[i64], batch_id: &str) -> Result<()>;
     /// Inserts a conflict; returns its id.

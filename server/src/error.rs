@@ -56,6 +56,16 @@ pub enum Error {
 /// The server crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[cfg(feature = "sqlite")]
+impl From<converge_sqlite_support::Error> for Error {
+    fn from(e: converge_sqlite_support::Error) -> Self {
+        match e {
+            converge_sqlite_support::Error::Sqlite(e) => Error::Sqlite(e),
+            converge_sqlite_support::Error::Io(e) => Error::Task(format!("cannot start the checkpointer: {e}")),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         let category = match e.classify() {

@@ -1,6 +1,7 @@
 //! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree; nor
 //! does the policy test harness, which plugin repositories depend on. Leaf crates do not depend
-//! on each other; wasmtime stays in converge-wasm (and the CLI's `wasm` feature).
+//! on each other (the two SQLite stores share only converge-sqlite-support, which depends on no
+//! converge crate); wasmtime stays in converge-wasm (and the CLI's `wasm` feature).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Command;
@@ -82,6 +83,22 @@ fn the_check_sees_a_leak_where_there_is_one() {
     let meta = metadata();
     let tree = normal_tree(&meta, "converge-sqlite");
     assert!(tree.contains("rusqlite"), "the walk must find rusqlite under converge-sqlite");
+}
+
+#[test]
+fn the_sqlite_support_crate_depends_on_no_converge_crate_and_only_the_stores_use_it() {
+    let meta = metadata();
+    let tree = normal_tree(&meta, "converge-sqlite-support");
+    assert!(tree.contains("rusqlite"), "the walk must see the support crate's real dependencies: {tree:?}");
+    let converge: Vec<&String> =
+        tree.iter().filter(|n| n.starts_with("converge-") && *n != "converge-sqlite-support").collect();
+    assert!(converge.is_empty(), "converge-sqlite-support depends on {converge:?}");
+    for user in ["converge-sqlite", "converge-server"] {
+        assert!(normal_tree(&meta, user).contains("converge-sqlite-support"), "{user} no longer uses it");
+    }
+    for other in ["converge-core", "converge-http", "converge-wasm", "converge-policies"] {
+        assert!(!normal_tree(&meta, other).contains("converge-sqlite-support"), "{other} pulls in SQLite plumbing");
+    }
 }
 
 #[test]

@@ -128,7 +128,7 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
         let report = engine.sync_once().await?;
         let drain = t.elapsed();
         let trace = sampler.finish();
-        let push = api.first_pull.get().map_or(drain, |at| at.duration_since(t));
+        let push = api.push_part(t, drain);
         row(
             &format!("batch {batch_size:>3}: drain (sync_once)"),
             n,
@@ -175,7 +175,7 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
 
 /// A client that counts the changes it has pulled (for progress) and notes when the first pull
 /// went out (where a cycle's push part ends).
-struct Counted {
+pub(super) struct Counted {
     inner: HttpClient,
     pulled: AtomicU64,
     first_pull: OnceLock<Instant>,
@@ -183,11 +183,17 @@ struct Counted {
 
 impl Counted {
     fn new(url: &str, tenant: &str) -> Result<Counted> {
-        Ok(Counted {
-            inner: HttpClient::new(url, token(tenant)?)?,
-            pulled: AtomicU64::new(0),
-            first_pull: OnceLock::new(),
-        })
+        Ok(Counted::over(HttpClient::new(url, token(tenant)?)?))
+    }
+
+    pub(super) fn over(inner: HttpClient) -> Counted {
+        Counted { inner, pulled: AtomicU64::new(0), first_pull: OnceLock::new() }
+    }
+
+    /// How long after `start` the first pull went out: a cycle's push part (the whole of
+    /// `total` if it never pulled).
+    pub(super) fn push_part(&self, start: Instant, total: Duration) -> Duration {
+        self.first_pull.get().map_or(total, |at| at.duration_since(start))
     }
 }
 

@@ -16,6 +16,7 @@ use converge_core::Scope;
 use converge_core::check::{Decision, Rules, decide};
 use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Accepted, Change, Mutation, OpOutcome, PushResponse};
+use converge_sqlite_support::{Checkpointer, WalOptions};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result};
@@ -46,6 +47,8 @@ const READERS: usize = 4;
 pub struct SqliteServerStore {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// Runs WAL checkpoints off the write path (a file-backed store only).
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// Read-only connections; empty for an in-memory store, which reads through the writer.
@@ -64,7 +67,15 @@ impl SqliteServerStore {
     /// Opens (or creates) the database file at `path` and brings its schema up to date. A file
     /// written by a newer build is refused with [`Error::SchemaTooNew`] and left untouched.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &WalOptions::default())
+    }
+
+    /// [`SqliteServerStore::open`] with the write-ahead log kept as `wal` says: checkpoints run
+    /// on a background thread, never on a push's commit.
+    pub fn open_with(path: &Path, wal: &WalOptions) -> Result<Self> {
         let mut store = Self::setup(Connection::open(path)?)?;
+        let checkpointer = store.with_conn(|conn| Ok(Checkpointer::start(conn, path, wal)?))?;
+        store.checkpointer = Some(Arc::new(checkpointer));
         let mut conns = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let conn = Connection::open(path)?;
@@ -82,7 +93,9 @@ impl SqliteServerStore {
     }
 
     fn setup(mut conn: Connection) -> Result<Self> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // A restarting checkpoint waits for readers, and one that truncates the log in a pause
+        // holds the writer lock for a moment: wait in small steps.
+        conn.busy_handler(Some(converge_sqlite_support::busy))?;
         let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
@@ -90,6 +103,7 @@ impl SqliteServerStore {
         Ok(SqliteServerStore {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Readers { conns: Vec::new(), next: AtomicUsize::new(0) }),
+            checkpointer: None,
         })
     }
 
@@ -97,7 +111,14 @@ impl SqliteServerStore {
     /// so a poisoned lock still guards a consistent connection.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut conn)
+        if let Some(c) = &self.checkpointer {
+            c.restart_if_due(&conn);
+        }
+        let out = f(&mut conn);
+        if let Some(c) = &self.checkpointer {
+            c.committed();
+        }
+        out
     }
 
     /// Runs `f` with the connection on the blocking pool.

@@ -38,6 +38,15 @@ pub enum Error {
 /// The store's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<converge_sqlite_support::Error> for Error {
+    fn from(e: converge_sqlite_support::Error) -> Self {
+        match e {
+            converge_sqlite_support::Error::Sqlite(e) => Error::Sqlite(e),
+            converge_sqlite_support::Error::Io(e) => Error::Io(e),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Malformed(e.to_string())

@@ -6,5 +6,6 @@ mod rows;
 mod schema;
 mod store;
 
+pub use converge_sqlite_support::WalOptions;
 pub use error::{Error, Result};
 pub use store::{Options, SqliteStore};

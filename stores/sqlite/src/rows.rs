@@ -319,6 +319,34 @@ pub(crate) fn remove_op(conn: &Connection, seq: i64) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn confirm_sole_op(
+    conn: &Connection,
+    entity: &str,
+    record_id: &str,
+    seq: i64,
+    version: u64,
+) -> Result<bool> {
+    // The view is the confirmed state with the record's outbox ops applied; with one op, the
+    // view is what the server now holds. A record whose counters say it has other ops, an
+    // open conflict or a held op takes the general path.
+    let confirmed = conn
+        .prepare_cached(
+            "UPDATE records SET server_version = ?3, server_fields = fields, server_deleted = deleted, pending = 0 \
+             WHERE entity = ?1 AND record_id = ?2 AND pending = 1 AND conflicts = 0 AND failed = 0 \
+             AND server_version < ?3",
+        )?
+        .execute(params![entity, record_id, version as i64])?;
+    if confirmed == 0 {
+        return Ok(false);
+    }
+    // The record's only op must be this one; otherwise the counters lied and the whole
+    // transaction is refused rather than confirming the wrong op.
+    let removed = conn
+        .prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND entity = ?2 AND record_id = ?3")?
+        .execute(params![seq, entity, record_id])?;
+    if removed == 1 { Ok(true) } else { Err(malformed("an acknowledged op is not the record's outbox op")) }
+}
+
 pub(crate) fn write_conflict(conn: &Connection, c: &ConflictRecord, insert: bool) -> Result<i64> {
     let sql = if insert {
         "INSERT INTO conflicts (entity, record_id, op_id, op, base, local, server, server_version, server_deleted, \

@@ -2,20 +2,17 @@
 //! background checkpointer that keeps WAL checkpoints off the write path.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::{Duration, Instant};
 
 use converge_core::store::{
     ConflictRecord, DeviceState, LocalRecord, LocalStore, OutboxOp, StoreRead, StoreTx, Summary,
 };
 use converge_core::{Hlc, Result as CoreResult};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result, is_corruption};
 use crate::rows;
 use crate::schema;
+use converge_sqlite_support::{Checkpointer, WalOptions};
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -23,8 +20,9 @@ pub struct Options {
     /// Run WAL checkpoints on a background thread (`true`, the default), or let SQLite run them on
     /// the committing write every 1000 pages (SQLite's own default; for comparison in benchmarks).
     pub background_checkpoints: bool,
-    /// How many commits between background checkpoint nudges.
-    pub checkpoint_every_commits: u32,
+    /// How the background checkpointer keeps the write-ahead log (its size bound, when it is
+    /// truncated, how often it runs).
+    pub wal: WalOptions,
     /// The device id for a new store (default: made up at random).
     pub device_id: Option<String>,
     /// SQLite's page cache, in KiB (default 8 MiB: fewer WAL-index lookups on the write path).
@@ -33,23 +31,16 @@ pub struct Options {
     /// would pass it fails with `converge_core::Error::StoreFull`, like a full disk, and changes
     /// nothing.
     pub max_bytes: Option<u64>,
-    /// The write-ahead log's size past which the background checkpointer makes it start over
-    /// (default 64 MiB): truncated to zero as soon as writes pause for 50 ms; under steady writes,
-    /// once it is four times this size, started over in place and cut to this size. Passive
-    /// checkpoints alone never catch up with a steady writer, so without this the log grows
-    /// without bound.
-    pub wal_max_bytes: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             background_checkpoints: true,
-            checkpoint_every_commits: 200,
+            wal: WalOptions::default(),
             device_id: None,
             cache_kib: 8192,
             max_bytes: None,
-            wal_max_bytes: 64 << 20,
         }
     }
 }
@@ -58,10 +49,7 @@ impl Default for Options {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    nudge: Option<SyncSender<()>>,
-    commits: u32,
-    last_commit: Arc<LastCommit>,
-    every: u32,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -70,8 +58,9 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Settings every connection to the file gets.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_handler(Some(converge_sqlite_support::busy))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -118,22 +107,9 @@ impl SqliteStore {
         });
         converge_core::hlc::validate_device_id(&device).map_err(|e| Error::Malformed(e.to_string()))?;
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
-        let last_commit = Arc::new(LastCommit::default());
-        conn.pragma_update(None, "journal_size_limit", options.wal_max_bytes as i64)?;
-        let nudge = if options.background_checkpoints {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-            Some(spawn_checkpointer(path, options.wal_max_bytes, last_commit.clone())?)
-        } else {
-            None
-        };
-        Ok(SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-            nudge,
-            commits: 0,
-            every: options.checkpoint_every_commits.max(1),
-            last_commit,
-        })
+        let checkpointer =
+            if options.background_checkpoints { Some(Checkpointer::start(&conn, path, &options.wal)?) } else { None };
+        Ok(SqliteStore { conn, path: path.to_path_buf(), checkpointer })
     }
 
     /// The store file's path.
@@ -166,71 +142,6 @@ fn move_aside(path: &Path, reason: String) -> Result<Error> {
     }
     tracing::error!(moved_to = %moved_to.display(), "device store was corrupt and was moved aside");
     Ok(Error::Corrupt { reason, moved_to })
-}
-
-/// A thread with its own connection that runs passive checkpoints when nudged (and every few
-/// seconds), so commits never wait for one. It ends when the store is dropped.
-/// When the store last committed, for the checkpointer to find a pause in the writes.
-struct LastCommit {
-    origin: Instant,
-    micros: AtomicU64,
-}
-
-impl Default for LastCommit {
-    fn default() -> Self {
-        LastCommit { origin: Instant::now(), micros: AtomicU64::new(0) }
-    }
-}
-
-impl LastCommit {
-    fn mark(&self) {
-        self.micros.store(self.origin.elapsed().as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        self.origin.elapsed().saturating_sub(Duration::from_micros(self.micros.load(Ordering::Relaxed)))
-    }
-}
-
-/// How long writes must pause before a long log is truncated.
-const TRUNCATE_AFTER_IDLE: Duration = Duration::from_millis(50);
-
-fn spawn_checkpointer(path: &Path, wal_max_bytes: u64, last_commit: Arc<LastCommit>) -> Result<SyncSender<()>> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    configure(&conn)?;
-    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    let max_frames = (wal_max_bytes / page.max(512) as u64).max(1) as i64;
-    let (tx, rx) = sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("converge-checkpoint".into())
-        .spawn(move || checkpoint_loop(conn, rx, max_frames, &last_commit))?;
-    Ok(tx)
-}
-
-fn checkpoint_loop(conn: Connection, rx: Receiver<()>, max_frames: i64, last_commit: &LastCommit) {
-    use std::sync::mpsc::RecvTimeoutError;
-    while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(5)) {
-        // Coalesce a burst of nudges into one checkpoint.
-        while rx.try_recv().is_ok() {}
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            // The log is long. Passive checkpoints did the bulk of the work; copying the few
-            // remaining frames holds writers back briefly. In a pause, start the log over at
-            // zero bytes. Under steady writes, let the next writer start it over in place (its
-            // blocks are reused, cheaper than growing a new file), cut to `journal_size_limit`.
-            Ok(frames) if frames > max_frames && last_commit.idle_for() >= TRUNCATE_AFTER_IDLE => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, frames, "truncating checkpoint failed");
-                }
-            }
-            Ok(frames) if frames > max_frames.saturating_mul(4) => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, frames, "restarting checkpoint failed");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
-        }
-    }
 }
 
 macro_rules! impl_read {
@@ -322,6 +233,9 @@ impl StoreTx for Tx<'_> {
     fn remove_op(&mut self, seq: i64) -> CoreResult<()> {
         Ok(rows::remove_op(&self.0, seq)?)
     }
+    fn confirm_sole_op(&mut self, entity: &str, record_id: &str, seq: i64, version: u64) -> CoreResult<bool> {
+        Ok(rows::confirm_sole_op(&self.0, entity, record_id, seq, version)?)
+    }
     fn mark_in_flight(&mut self, seqs: &[i64], batch_id: &str) -> CoreResult<()> {
         Ok(rows::mark_in_flight(&self.0, seqs, batch_id)?)
     }
@@ -348,24 +262,23 @@ impl StoreTx for Tx<'_> {
 
 impl LocalStore for SqliteStore {
     fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> CoreResult<()>) -> CoreResult<()> {
+        if let Some(c) = &self.checkpointer {
+            c.restart_if_due(&self.conn);
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::from)?;
         let mut tx = Tx(tx);
         f(&mut tx)?;
         tx.0.commit().map_err(Error::from)?;
-        self.last_commit.mark();
-        self.commits += 1;
-        if self.commits.is_multiple_of(self.every)
-            && let Some(n) = &self.nudge
-        {
-            let _ = n.try_send(());
+        if let Some(c) = &self.checkpointer {
+            c.committed();
         }
         Ok(())
     }
 
     fn checkpoint(&mut self) -> CoreResult<()> {
-        match &self.nudge {
-            Some(n) => {
-                let _ = n.try_send(());
+        match &self.checkpointer {
+            Some(c) => {
+                c.nudge();
                 Ok(())
             }
             None => {

@@ -1,5 +1,6 @@
 //! The device store on real files: local writes through the engine, persistence, corruption.
 
+mod acks;
 mod files;
 mod writes;
 
