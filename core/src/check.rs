@@ -125,7 +125,7 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
     let Some(cur) = current else {
         return match m.op {
             Op::Create => {
-                let mut rec = StoredRecord {
+                let rec = StoredRecord {
                     entity: m.entity.clone(),
                     record_id: m.record_id.clone(),
                     version: 0,
@@ -135,7 +135,7 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
                     deleted_hlc: None,
                 };
                 let keys: Vec<String> = m.patch.keys().cloned().collect();
-                finish(&mut rec, m, &keys, limits)
+                finish(rec, m, &keys, limits)
             }
             Op::Update | Op::Delete => reject(Code::NotFound, "the record does not exist"),
         };
@@ -151,14 +151,14 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
         };
     }
 
-    let mut next = cur.clone();
+    let next = cur.clone();
     match (m.op, m.check) {
         (Op::Create, CheckMode::Lww) | (Op::Update, CheckMode::Lww) => {
             // Fields whose HLC lost keep their value; the version moves all the same, so the
             // sender hears of the winning values through the feed.
             let keys: Vec<String> =
                 m.patch.keys().filter(|k| cur.meta.get(*k).is_none_or(|meta| m.hlc > meta.hlc)).cloned().collect();
-            finish(&mut next, m, &keys, limits)
+            finish(next, m, &keys, limits)
         }
         (Op::Create, _) => {
             let differing = m.patch.keys().filter(|k| cur.fields.get(*k) != m.patch.get(*k)).cloned();
@@ -178,20 +178,19 @@ pub fn decide(m: &Mutation, current: Option<&StoredRecord>, rules: &Rules) -> De
                 return conflict(cur, conflicting);
             }
             let keys: Vec<String> = m.patch.keys().cloned().collect();
-            finish(&mut next, m, &keys, limits)
+            finish(next, m, &keys, limits)
         }
         (Op::Update, CheckMode::Record) => {
             if cur.version != m.base_version {
                 return conflict(cur, cur.changed_since(m.base_version));
             }
             let keys: Vec<String> = m.patch.keys().cloned().collect();
-            finish(&mut next, m, &keys, limits)
+            finish(next, m, &keys, limits)
         }
         (Op::Delete, CheckMode::Lww) => {
             if cur.max_hlc().is_some_and(|h| *h > m.hlc) {
                 // A later write stands; the version still moves so the sender hears of it.
-                next.version += 1;
-                return Decision::Apply(next);
+                return Decision::Apply(StoredRecord { version: next.version + 1, ..next });
             }
             Decision::Apply(tombstone(next, m))
         }
@@ -221,7 +220,7 @@ fn rejection(m: &Mutation, code: Code, message: &str) -> Decision {
 /// A key whose value does not change is still stamped with the new version and HLC: the write
 /// happened, and a concurrent write based on an older version must see it (as a conflict under
 /// `fields` and `record`, by HLC under `lww`) instead of silently undoing it.
-fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Decision {
+fn finish(mut rec: StoredRecord, m: &Mutation, keys: &[String], limits: &Limits) -> Decision {
     let version = rec.version + 1;
     for k in keys {
         let v = &m.patch[k];
@@ -236,7 +235,7 @@ fn finish(rec: &mut StoredRecord, m: &Mutation, keys: &[String], limits: &Limits
         return rejection(m, Code::RecordTooLarge, TOO_LARGE);
     }
     rec.version = version;
-    Decision::Apply(rec.clone())
+    Decision::Apply(rec)
 }
 
 fn tombstone(mut rec: StoredRecord, m: &Mutation) -> StoredRecord {

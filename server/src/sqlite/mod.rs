@@ -239,8 +239,14 @@ fn apply_batch(
     let first_seq = rows::counter(&tx, tenant)?.0;
     let mut seq = first_seq;
     let mut response = PushResponse::default();
+    // Op ids answered before, looked up at once; an op id twice in one batch (the service
+    // refuses such a batch) is looked up again, after its first answer was stored.
+    let answered = rows::op_results(&tx, tenant, mutations.iter().map(|m| m.op_id))?;
+    let mut seen = std::collections::HashSet::with_capacity(mutations.len());
     for m in mutations {
-        if let Some(stored) = rows::op_result(&tx, tenant, m.op_id)? {
+        let earlier =
+            if seen.insert(m.op_id) { answered.get(&m.op_id).cloned() } else { rows::op_result(&tx, tenant, m.op_id)? };
+        if let Some(stored) = earlier {
             response.push(stored);
             continue;
         }

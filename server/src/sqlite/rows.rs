@@ -61,6 +61,26 @@ pub(crate) fn op_result(conn: &Connection, tenant: &str, op_id: Uuid) -> Result<
     row.map(|s| serde_json::from_str(&s).map_err(Error::from)).transpose()
 }
 
+/// The outcomes stored under any of `op_ids` in this tenant, in one query.
+pub(crate) fn op_results(
+    conn: &Connection,
+    tenant: &str,
+    op_ids: impl Iterator<Item = Uuid>,
+) -> Result<std::collections::HashMap<Uuid, OpOutcome>> {
+    let ids = serde_json::to_string(&op_ids.map(|id| id.to_string()).collect::<Vec<_>>())?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT op_id, outcome FROM op_results WHERE tenant = ?1 AND op_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    let mut rows = stmt.query(params![tenant, ids])?;
+    let mut found = std::collections::HashMap::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let id = id.parse::<Uuid>().map_err(|_| Error::Corrupt("op_results.op_id"))?;
+        found.insert(id, serde_json::from_str(&row.get::<_, String>(1)?)?);
+    }
+    Ok(found)
+}
+
 /// Stores an op's final outcome.
 pub(crate) fn insert_op_result(
     conn: &Connection,

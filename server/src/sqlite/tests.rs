@@ -307,3 +307,13 @@ async fn the_write_ahead_log_stays_bounded_under_pushes_and_is_truncated_in_a_pa
     let check: String = store.with_conn(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)).unwrap();
     assert_eq!(check, "ok");
 }
+
+#[tokio::test]
+async fn an_op_id_twice_in_one_batch_is_applied_once() {
+    // The service refuses such a batch; the store still answers the second one from the first.
+    let store = SqliteServerStore::open_in_memory().unwrap();
+    let resp = apply(&store, "t", "k1", &[create("r1", 7), create("r1", 7), create("r2", 8)]).await;
+    let answered: Vec<(u128, u64)> = resp.accepted.iter().map(|a| (a.op_id.as_u128(), a.version)).collect();
+    assert_eq!(answered, [(7, 1), (7, 1), (8, 1)]);
+    assert_eq!(store.stats("t").unwrap(), TenantStats { seq: 2, version_sum: 2, records: 2, horizon: 0 });
+}

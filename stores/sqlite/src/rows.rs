@@ -305,11 +305,14 @@ pub(crate) fn update_op(conn: &Connection, o: &OutboxOp) -> Result<()> {
 }
 
 pub(crate) fn mark_in_flight(conn: &Connection, seqs: &[i64], batch_id: &str) -> Result<()> {
-    let mut stmt = conn.prepare_cached("UPDATE outbox SET state = 'in_flight', batch_id = ?2 WHERE seq = ?1")?;
-    for seq in seqs {
-        if stmt.execute(params![seq, batch_id])? != 1 {
-            return Err(malformed("an outbox op to send is not there"));
-        }
+    let marked = conn
+        .prepare_cached(
+            "UPDATE outbox SET state = 'in_flight', batch_id = ?2 WHERE seq IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute(params![serde_json::to_string(seqs)?, batch_id])?;
+    let distinct: std::collections::HashSet<&i64> = seqs.iter().collect();
+    if marked != distinct.len() {
+        return Err(malformed("an outbox op to send is not there"));
     }
     Ok(())
 }
