@@ -76,6 +76,7 @@ impl Checkpointer {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_handler(Some(busy))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let plan = Plan {
             restart_frames: (options.max_bytes / page.max(512) as u64).clamp(1, i64::MAX as u64) as i64,
             truncate_after_idle: options.truncate_after_idle,
@@ -193,8 +194,49 @@ fn run(conn: &Connection, rx: &Receiver<()>, plan: &Plan, shared: &Shared) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, frames, "truncating checkpoint failed"),
             }
-        } else if frames > plan.restart_frames {
+            continue;
+        }
+        if frames > plan.restart_frames {
             shared.restart_due.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_handler_gives_up_after_about_five_seconds() {
+        assert!(busy(0) && busy(199) && busy(200));
+        assert!(!busy(5200) && !busy(i32::MAX));
+    }
+
+    #[test]
+    fn the_writer_starts_a_long_log_over_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        writer.execute_batch("CREATE TABLE t (x)").unwrap();
+        let options = WalOptions { max_bytes: 64 << 10, nudge_every_commits: 1, ..WalOptions::default() };
+        let checkpointer = Checkpointer::start(&writer, &path, &options).unwrap();
+        let autocheckpoint: i64 = writer.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        assert_eq!(autocheckpoint, 0, "SQLite's own checkpoints are off the commit path");
+        let generation = || {
+            let bytes = std::fs::read(dir.path().join("t.db-wal")).unwrap();
+            u32::from_be_bytes(bytes[12..16].try_into().unwrap())
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        while generation() < 3 {
+            assert!(Instant::now() < deadline, "the log did not start over ({i} commits)");
+            checkpointer.restart_if_due(&writer);
+            writer.execute("INSERT INTO t VALUES (zeroblob(3000))", []).unwrap();
+            checkpointer.committed();
+            i += 1;
+        }
+        let count: i64 = writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, i);
     }
 }
