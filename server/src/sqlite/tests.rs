@@ -277,15 +277,17 @@ fn compaction_finds_its_rows_through_indexes() {
 async fn the_write_ahead_log_stays_bounded_under_pushes_and_is_truncated_in_a_pause() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.db");
-    let wal =
-        WalOptions { max_bytes: 256 << 10, nudge_every_commits: 5, truncate_after_idle: Duration::from_millis(300) };
+    let wal = WalOptions {
+        max_bytes: 256 << 10,
+        checkpoint_every_commits: 5,
+        truncate_after_idle: Duration::from_millis(300),
+    };
     let store = SqliteServerStore::open_with(&path, &wal).unwrap();
     let wal_file = dir.path().join("server.db-wal");
     let size = || std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
-    // The log's checkpoint sequence number (bytes 12..16 of its header) goes up each time it
-    // starts over.
+    // The first salt of the log's header (bytes 16..20) goes up each time it starts over.
     let generation =
-        || std::fs::read(&wal_file).ok().and_then(|b| Some(u32::from_be_bytes(b.get(12..16)?.try_into().ok()?)));
+        || std::fs::read(&wal_file).ok().and_then(|b| Some(u32::from_be_bytes(b.get(16..20)?.try_into().ok()?)));
     let body = "z".repeat(2000);
     let (mut largest, mut generations) = (0, std::collections::BTreeSet::new());
     for b in 0..400u128 {

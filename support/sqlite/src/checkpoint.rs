@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,15 @@ pub struct WalOptions {
     /// How long writes must pause before the log file is truncated to zero bytes, giving its
     /// disk space back (default 30 s).
     pub truncate_after_idle: Duration,
-    /// Commits between two nudges of the checkpointer (default 200).
-    pub nudge_every_commits: u32,
+    /// Commits after which the checkpointer runs again (default 200). It looks every few
+    /// milliseconds while writes go on; the writer never wakes it, so a commit is never cut
+    /// short by the checkpointer's thread taking its CPU.
+    pub checkpoint_every_commits: u32,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { max_bytes: 32 << 20, truncate_after_idle: Duration::from_secs(30), nudge_every_commits: 200 }
+        WalOptions { max_bytes: 32 << 20, truncate_after_idle: Duration::from_secs(30), checkpoint_every_commits: 200 }
     }
 }
 
@@ -49,15 +51,22 @@ pub fn busy(count: i32) -> bool {
 
 /// The writer's handle on its file's checkpointer thread. The thread ends when this is dropped.
 pub struct Checkpointer {
-    nudge: SyncSender<()>,
+    signal: SyncSender<Signal>,
     shared: Arc<Shared>,
-    commits: AtomicU32,
-    every: u32,
+}
+
+/// What the checkpointer's thread is woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Writes started after a pause: look at the commit count every few milliseconds again.
+    Look,
+    /// Checkpoint now.
+    Checkpoint,
 }
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpointer").field("every", &self.every).finish_non_exhaustive()
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
     }
 }
 
@@ -77,29 +86,34 @@ impl Checkpointer {
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_handler(Some(busy))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut log = path.as_os_str().to_owned();
+        log.push("-wal");
         let plan = Plan {
             restart_frames: (options.max_bytes / page.max(512) as u64).clamp(1, i64::MAX as u64) as i64,
             truncate_after_idle: options.truncate_after_idle,
+            every: u64::from(options.checkpoint_every_commits.max(1)),
+            log: log.into(),
         };
         let shared = Arc::new(Shared::default());
-        let (nudge, rx) = sync_channel::<()>(1);
+        let (signal, rx) = sync_channel::<Signal>(4);
         let seen = shared.clone();
         std::thread::Builder::new().name("converge-checkpoint".into()).spawn(move || run(&conn, &rx, &plan, &seen))?;
-        Ok(Checkpointer { nudge, shared, commits: AtomicU32::new(0), every: options.nudge_every_commits.max(1) })
+        Ok(Checkpointer { signal, shared })
     }
 
-    /// Tells the checkpointer a transaction committed; every few commits it runs.
+    /// Tells the checkpointer a transaction committed: atomic stores only, except for the first
+    /// commit after a pause, which wakes the checkpointer's thread to look again soon.
     pub fn committed(&self) {
         self.shared.mark();
-        let commits = self.commits.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        if commits.is_multiple_of(self.every) {
-            self.nudge();
+        self.shared.commits.fetch_add(1, Ordering::SeqCst);
+        if self.shared.resting.swap(false, Ordering::SeqCst) {
+            let _ = self.signal.try_send(Signal::Look);
         }
     }
 
     /// Asks for a checkpoint now (it runs on the checkpointer's thread; this never waits).
     pub fn nudge(&self) {
-        let _ = self.nudge.try_send(());
+        let _ = self.signal.try_send(Signal::Checkpoint);
     }
 
     /// Called by the writer between transactions, on its own connection: when the log has
@@ -127,16 +141,26 @@ impl Checkpointer {
 }
 
 /// What the writer and the checkpointer thread share: when the writer last committed (for the
-/// checkpointer to find a pause in the writes), and whether the log is due to start over.
+/// checkpointer to find a pause in the writes), how many commits there were, and whether the
+/// log is due to start over.
 struct Shared {
     origin: Instant,
     micros: AtomicU64,
+    commits: AtomicU64,
     restart_due: AtomicBool,
+    /// The checkpointer's thread waits long, until the next commit wakes it.
+    resting: AtomicBool,
 }
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared { origin: Instant::now(), micros: AtomicU64::new(0), restart_due: AtomicBool::new(false) }
+        Shared {
+            origin: Instant::now(),
+            micros: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            restart_due: AtomicBool::new(false),
+            resting: AtomicBool::new(false),
+        }
     }
 }
 
@@ -156,32 +180,115 @@ struct Plan {
     restart_frames: i64,
     /// How long writes must pause before the log file is truncated to zero bytes.
     truncate_after_idle: Duration,
+    /// Commits after which a passive checkpoint runs.
+    every: u64,
+    /// The log file.
+    log: std::path::PathBuf,
 }
 
-/// Runs a checkpoint; returns the log's size in frames.
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+/// Runs a checkpoint; returns the log's size in frames and how many of them are copied.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
 }
 
-fn run(conn: &Connection, rx: &Receiver<()>, plan: &Plan, shared: &Shared) {
+/// How long the writer must have paused before the checkpointer starts the log over itself.
+const PAUSE: Duration = Duration::from_millis(1);
+
+/// The database's `data_version` as this connection sees it: it changes when another
+/// connection commits.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// The first salt of the log's header (bytes 16..20 of the file): it goes up by one each time
+/// the log starts over, whichever connection started it over.
+pub(crate) fn log_salt(log: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(log).ok()?.read_exact(&mut header).ok()?;
+    Some(u32::from_be_bytes([header[16], header[17], header[18], header[19]]))
+}
+
+/// Starts a fully copied log over with one tiny write on the checkpointer's connection, if no
+/// other connection committed since `version` (read before the checkpoint that copied it): the
+/// first commit of a new log writes the log's header and syncs it, and done here, that fsync
+/// is not one the writer's next commit waits for. The write stores `user_version` unchanged.
+/// Returns whether the log started over (a reader in the middle of a read keeps it going).
+fn start_log_over(conn: &Connection, version: i64, log: &Path) -> rusqlite::Result<bool> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let before = log_salt(log);
+    let rewrite = data_version(conn).and_then(|now| {
+        if now != version {
+            return Ok(false);
+        }
+        let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        conn.execute_batch(&format!("PRAGMA user_version = {user_version}")).map(|()| true)
+    });
+    match rewrite {
+        Ok(true) => conn.execute_batch("COMMIT").map(|()| log_salt(log) != before),
+        Ok(false) => conn.execute_batch("ROLLBACK").map(|()| false),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// How often the checkpointer looks at the commit count while writes go on.
+const LOOK_BUSY: Duration = Duration::from_millis(5);
+/// How often it looks when they do not (for a long pause, when the log is truncated).
+const LOOK_IDLE: Duration = Duration::from_secs(1);
+
+fn run(conn: &Connection, rx: &Receiver<Signal>, plan: &Plan, shared: &Shared) {
+    let (mut seen, mut at_pass, mut truncated_at) = (0u64, 0u64, None);
     loop {
-        let idle = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(()) => {
-                // Coalesce a burst of nudges into one checkpoint.
-                while rx.try_recv().is_ok() {}
-                false
+        let now = shared.commits.load(Ordering::SeqCst);
+        let mut wait = if now != seen { LOOK_BUSY } else { LOOK_IDLE };
+        seen = now;
+        if wait == LOOK_IDLE {
+            // Rest until a commit wakes this thread; a commit that came in before the flag was
+            // up may not have seen it, so look again soon instead.
+            shared.resting.store(true, Ordering::SeqCst);
+            if shared.commits.load(Ordering::SeqCst) != seen {
+                shared.resting.store(false, Ordering::SeqCst);
+                wait = LOOK_BUSY;
             }
-            Err(RecvTimeoutError::Timeout) if shared.idle_for() >= plan.truncate_after_idle => true,
-            Err(RecvTimeoutError::Timeout) => continue,
+        }
+        let first = rx.recv_timeout(wait);
+        shared.resting.store(false, Ordering::SeqCst);
+        let nudged = match first {
+            Ok(signal) => {
+                // Coalesce a burst of signals into one.
+                let mut nudged = signal == Signal::Checkpoint;
+                while let Ok(more) = rx.try_recv() {
+                    nudged |= more == Signal::Checkpoint;
+                }
+                nudged
+            }
+            Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        let commits = shared.commits.load(Ordering::Relaxed);
+        // A long pause not seen yet, since the last truncation.
+        let idle = shared.idle_for() >= plan.truncate_after_idle && truncated_at != Some(commits);
+        if !nudged && !idle && commits.wrapping_sub(at_pass) < plan.every {
+            continue;
+        }
+        at_pass = commits;
         if !idle && shared.restart_due.load(Ordering::Relaxed) {
             // The writer finishes this round itself, before its next transaction.
             continue;
         }
+        let version = match data_version(conn) {
+            Ok(version) => version,
+            Err(e) => {
+                tracing::warn!(error = %e, "background checkpoint failed");
+                continue;
+            }
+        };
         // The bulk of the work, copying pages and the fsyncs, never holds the writer back.
-        let frames = match checkpoint(conn, "PASSIVE") {
-            Ok(frames) => frames,
+        let (frames, copied) = match checkpoint(conn, "PASSIVE") {
+            Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "background checkpoint failed");
                 continue;
@@ -190,13 +297,25 @@ fn run(conn: &Connection, rx: &Receiver<()>, plan: &Plan, shared: &Shared) {
         if frames > 0 && shared.idle_for() >= plan.truncate_after_idle {
             // A long pause: give the log's disk space back.
             match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
-                Ok(0) => shared.restart_due.store(false, Ordering::Relaxed),
+                Ok(0) => {
+                    shared.restart_due.store(false, Ordering::Relaxed);
+                    truncated_at = Some(commits);
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, frames, "truncating checkpoint failed"),
             }
             continue;
         }
-        if frames > plan.restart_frames {
+        // The writer paused and the log is copied whole: its next commit would start the log
+        // over (and sync the new header); start it over here instead.
+        let started_over = frames > 0
+            && copied == frames
+            && shared.idle_for() >= PAUSE
+            && start_log_over(conn, version, &plan.log).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "starting the log over failed");
+                false
+            });
+        if frames > plan.restart_frames && !started_over {
             shared.restart_due.store(true, Ordering::Relaxed);
         }
     }
@@ -213,23 +332,23 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_starts_a_long_log_over_itself() {
+    fn a_long_log_starts_over_under_steady_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         writer.execute_batch("CREATE TABLE t (x)").unwrap();
-        let options = WalOptions { max_bytes: 64 << 10, nudge_every_commits: 1, ..WalOptions::default() };
+        let options = WalOptions { max_bytes: 64 << 10, checkpoint_every_commits: 1, ..WalOptions::default() };
         let checkpointer = Checkpointer::start(&writer, &path, &options).unwrap();
         let autocheckpoint: i64 = writer.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
         assert_eq!(autocheckpoint, 0, "SQLite's own checkpoints are off the commit path");
-        let generation = || {
-            let bytes = std::fs::read(dir.path().join("t.db-wal")).unwrap();
-            u32::from_be_bytes(bytes[12..16].try_into().unwrap())
-        };
+        let log = dir.path().join("t.db-wal");
+        let first = log_salt(&log);
+        let mut restarts = std::collections::BTreeSet::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut i = 0;
-        while generation() < 3 {
+        while restarts.len() < 3 {
+            restarts.extend(log_salt(&log).filter(|s| Some(*s) != first));
             assert!(Instant::now() < deadline, "the log did not start over ({i} commits)");
             checkpointer.restart_if_due(&writer);
             writer.execute("INSERT INTO t VALUES (zeroblob(3000))", []).unwrap();
@@ -238,5 +357,54 @@ mod tests {
         }
         let count: i64 = writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(count, i);
+    }
+}
+
+#[cfg(test)]
+mod start_over {
+    use super::*;
+
+    #[test]
+    fn a_copied_log_is_started_over_by_the_checkpointer_unless_someone_committed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let log = dir.path().join("t.db-wal");
+        let writer = Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 3;").unwrap();
+        for i in 0..50 {
+            writer.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let other = Connection::open(&path).unwrap();
+        let version = data_version(&other).unwrap();
+        let (frames, copied) = checkpoint(&other, "PASSIVE").unwrap();
+        assert_eq!((frames, copied), (frames, frames));
+        let salt = log_salt(&log).unwrap();
+        // A commit since the checkpoint (the writer starts the copied log over itself): refused.
+        writer.execute("INSERT INTO t VALUES (0)", []).unwrap();
+        assert_eq!(log_salt(&log), Some(salt + 1));
+        assert!(!start_log_over(&other, version, &log).unwrap());
+        assert_eq!(checkpoint(&other, "PASSIVE").unwrap().0, 1, "the writer's frame alone");
+        // Copied whole and nobody committed since: started over here.
+        let version = data_version(&other).unwrap();
+        checkpoint(&other, "PASSIVE").unwrap();
+        assert!(start_log_over(&other, version, &log).unwrap());
+        assert_eq!(log_salt(&log), Some(salt + 2));
+        // A reader in the middle of a read of the log keeps it going: the write is done, not
+        // the restart.
+        writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let mut reading = reader.prepare("SELECT x FROM t").unwrap();
+        let mut rows = reading.query([]).unwrap();
+        rows.next().unwrap();
+        let version = data_version(&other).unwrap();
+        let (frames, copied) = checkpoint(&other, "PASSIVE").unwrap();
+        assert_eq!(frames, copied);
+        assert!(!start_log_over(&other, version, &log).unwrap());
+        assert_eq!(log_salt(&log), Some(salt + 2));
+        drop(rows);
+        let user_version: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(user_version, 3, "the rewrite keeps the schema version");
     }
 }

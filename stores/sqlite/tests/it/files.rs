@@ -107,11 +107,11 @@ fn a_full_disk_gives_a_typed_error_and_leaves_the_store_intact() {
     assert_eq!(e.list("notes").unwrap().len(), written + 1);
 }
 
-/// The log's checkpoint sequence number (bytes 12..16 of its header, big-endian): it goes up
-/// each time the log starts over.
+/// The first salt of the log's header (bytes 16..20, big-endian): it goes up by one each time
+/// the log starts over, whichever connection started it over.
 fn log_generation(wal: &std::path::Path) -> Option<u32> {
     let bytes = std::fs::read(wal).ok()?;
-    Some(u32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?))
+    Some(u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?))
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn the_write_ahead_log_stays_bounded_under_steady_writes_and_is_truncated_in_a_p
     let path = dir.path().join("device.db");
     let wal = converge_sqlite::WalOptions {
         max_bytes: 1 << 20,
-        nudge_every_commits: 20,
+        checkpoint_every_commits: 20,
         truncate_after_idle: std::time::Duration::from_millis(300),
     };
     let options = converge_sqlite::Options { wal, ..Default::default() };
