@@ -261,15 +261,15 @@ impl Engine {
             m = metrics.clone();
             for op in ops {
                 let outcome = outcomes.get(&op.op_id);
-                if let Some(OpOutcome::Accepted(a)) = outcome
-                    && tx.confirm_sole_op(&op.entity, &op.record_id, op.seq, a.version)?
-                {
-                    // The common case, the record's only op: its view becomes the confirmed
-                    // state in the store, without reading or writing its fields.
+                if let Some(OpOutcome::Accepted(a)) = outcome {
                     counts.0 += 1;
                     m.acknowledged(&op.entity, false, op.created_ms, now, op.attempts);
-                    delta.pending -= 1;
-                    continue;
+                    // The common case, the record's only op: its view becomes the confirmed
+                    // state in the store, without reading or writing its fields.
+                    if tx.confirm_sole_op(&op.entity, &op.record_id, op.seq, a.version)? {
+                        delta.pending -= 1;
+                        continue;
+                    }
                 }
                 let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
                     return Err(Error::Fatal("an outbox op without its record".into()));
@@ -277,8 +277,6 @@ impl Engine {
                 let before = counters(&rec);
                 match outcome {
                     Some(OpOutcome::Accepted(a)) => {
-                        counts.0 += 1;
-                        m.acknowledged(&op.entity, false, op.created_ms, now, op.attempts);
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
                         // A feed page already at (or past) the op's version holds its effect, as

@@ -111,17 +111,24 @@ impl SqliteServerStore {
     /// so a poisoned lock still guards a consistent connection.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = &self.checkpointer {
-            c.restart_if_due(&conn);
-        }
-        let out = f(&mut conn);
-        if let Some(c) = &self.checkpointer {
-            c.committed();
-        }
-        out
+        f(&mut conn)
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs the write `f` with the connection, telling the checkpointer: before it, the writer
+    /// starts a long log over if that is due; after it, a commit is counted.
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        self.with_conn(|conn| {
+            if let Some(c) = &self.checkpointer {
+                c.restart_if_due(conn);
+            }
+            let out = f(conn);
+            if let Some(c) = &self.checkpointer {
+                c.committed();
+            }
+            out
+        })
+    }
+
     /// Runs a read on a reader connection (a free one if any), off the async runtime.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let this = self.clone();
@@ -144,9 +151,10 @@ impl SqliteServerStore {
         .map_err(|e| Error::Task(e.to_string()))?
     }
 
+    /// Runs the write `f` with the connection on the blocking pool.
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.with_conn(f)).await.map_err(|e| Error::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.write(f)).await.map_err(|e| Error::Task(e.to_string()))?
     }
 
     /// A tenant's figures (blocking: a short read).
@@ -171,7 +179,7 @@ impl SqliteServerStore {
     /// short write).
     pub fn advance_horizon(&self, tenant: &str, seq: u64) -> Result<()> {
         let seq = rows::to_i64(seq, "horizon")?;
-        self.with_conn(|conn| {
+        self.write(|conn| {
             rows::ensure_counter(conn, tenant)?;
             conn.prepare_cached("UPDATE counters SET horizon = MAX(horizon, MIN(?2, seq)) WHERE tenant = ?1")?
                 .execute(rusqlite::params![tenant, seq])?;

@@ -285,9 +285,8 @@ async fn the_write_ahead_log_stays_bounded_under_pushes_and_is_truncated_in_a_pa
     let store = SqliteServerStore::open_with(&path, &wal).unwrap();
     let wal_file = dir.path().join("server.db-wal");
     let size = || std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
-    // The first salt of the log's header (bytes 16..20) goes up each time it starts over.
-    let generation =
-        || std::fs::read(&wal_file).ok().and_then(|b| Some(u32::from_be_bytes(b.get(16..20)?.try_into().ok()?)));
+    // The log header's first salt goes up each time the log starts over.
+    let generation = || converge_sqlite_support::log_salt(&wal_file);
     let body = "z".repeat(2000);
     let (mut largest, mut generations) = (0, std::collections::BTreeSet::new());
     for b in 0..400u128 {

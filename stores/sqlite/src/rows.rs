@@ -310,8 +310,7 @@ pub(crate) fn mark_in_flight(conn: &Connection, seqs: &[i64], batch_id: &str) ->
             "UPDATE outbox SET state = 'in_flight', batch_id = ?2 WHERE seq IN (SELECT value FROM json_each(?1))",
         )?
         .execute(params![serde_json::to_string(seqs)?, batch_id])?;
-    let distinct: std::collections::HashSet<&i64> = seqs.iter().collect();
-    if marked != distinct.len() {
+    if marked != seqs.len() {
         return Err(malformed("an outbox op to send is not there"));
     }
     Ok(())

@@ -129,8 +129,8 @@ impl Checkpointer {
         }
         // Busy while the checkpointer thread is still in a passive pass: try again before the
         // next transaction.
-        match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
-            Ok(0) => self.shared.restart_due.store(false, Ordering::Relaxed),
+        match checkpoint(writer, "RESTART") {
+            Ok(done) if !done.busy => self.shared.restart_due.store(false, Ordering::Relaxed),
             Ok(_) => {}
             Err(e) => {
                 self.shared.restart_due.store(false, Ordering::Relaxed);
@@ -186,9 +186,22 @@ struct Plan {
     log: std::path::PathBuf,
 }
 
-/// Runs a checkpoint; returns the log's size in frames and how many of them are copied.
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
+/// What a checkpoint reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checkpointed {
+    /// It could not finish: another connection held a lock it needs.
+    busy: bool,
+    /// The log's size in frames.
+    frames: i64,
+    /// How many of them are copied into the database file.
+    copied: i64,
+}
+
+/// Runs a checkpoint (`PASSIVE`, `RESTART` or `TRUNCATE`).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok(Checkpointed { busy: r.get::<_, i64>(0)? != 0, frames: r.get(1)?, copied: r.get(2)? })
+    })
 }
 
 /// How long the writer must have paused before the checkpointer starts the log over itself.
@@ -200,9 +213,10 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
-/// The first salt of the log's header (bytes 16..20 of the file): it goes up by one each time
-/// the log starts over, whichever connection started it over.
-pub(crate) fn log_salt(log: &Path) -> Option<u32> {
+/// The first salt of a write-ahead log's header (bytes 16..20 of the `-wal` file): it goes up
+/// by one each time the log starts over, whichever connection started it over (the header's
+/// checkpoint sequence number is counted per connection). `None` while there is no log.
+pub fn log_salt(log: &Path) -> Option<u32> {
     use std::io::Read;
     let mut header = [0u8; 20];
     std::fs::File::open(log).ok()?.read_exact(&mut header).ok()?;
@@ -287,7 +301,7 @@ fn run(conn: &Connection, rx: &Receiver<Signal>, plan: &Plan, shared: &Shared) {
             }
         };
         // The bulk of the work, copying pages and the fsyncs, never holds the writer back.
-        let (frames, copied) = match checkpoint(conn, "PASSIVE") {
+        let Checkpointed { frames, copied, .. } = match checkpoint(conn, "PASSIVE") {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "background checkpoint failed");
@@ -296,8 +310,8 @@ fn run(conn: &Connection, rx: &Receiver<Signal>, plan: &Plan, shared: &Shared) {
         };
         if frames > 0 && shared.idle_for() >= plan.truncate_after_idle {
             // A long pause: give the log's disk space back.
-            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
-                Ok(0) => {
+            match checkpoint(conn, "TRUNCATE") {
+                Ok(done) if !done.busy => {
                     shared.restart_due.store(false, Ordering::Relaxed);
                     truncated_at = Some(commits);
                 }
@@ -358,11 +372,6 @@ mod tests {
         let count: i64 = writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(count, i);
     }
-}
-
-#[cfg(test)]
-mod start_over {
-    use super::*;
 
     #[test]
     fn a_copied_log_is_started_over_by_the_checkpointer_unless_someone_committed_since() {
@@ -378,14 +387,14 @@ mod start_over {
         }
         let other = Connection::open(&path).unwrap();
         let version = data_version(&other).unwrap();
-        let (frames, copied) = checkpoint(&other, "PASSIVE").unwrap();
-        assert_eq!((frames, copied), (frames, frames));
+        let done = checkpoint(&other, "PASSIVE").unwrap();
+        assert_eq!(done.copied, done.frames);
         let salt = log_salt(&log).unwrap();
         // A commit since the checkpoint (the writer starts the copied log over itself): refused.
         writer.execute("INSERT INTO t VALUES (0)", []).unwrap();
         assert_eq!(log_salt(&log), Some(salt + 1));
         assert!(!start_log_over(&other, version, &log).unwrap());
-        assert_eq!(checkpoint(&other, "PASSIVE").unwrap().0, 1, "the writer's frame alone");
+        assert_eq!(checkpoint(&other, "PASSIVE").unwrap().frames, 1, "the writer's frame alone");
         // Copied whole and nobody committed since: started over here.
         let version = data_version(&other).unwrap();
         checkpoint(&other, "PASSIVE").unwrap();
@@ -399,8 +408,8 @@ mod start_over {
         let mut rows = reading.query([]).unwrap();
         rows.next().unwrap();
         let version = data_version(&other).unwrap();
-        let (frames, copied) = checkpoint(&other, "PASSIVE").unwrap();
-        assert_eq!(frames, copied);
+        let done = checkpoint(&other, "PASSIVE").unwrap();
+        assert_eq!(done.copied, done.frames);
         assert!(!start_log_over(&other, version, &log).unwrap());
         assert_eq!(log_salt(&log), Some(salt + 2));
         drop(rows);

@@ -107,13 +107,6 @@ fn a_full_disk_gives_a_typed_error_and_leaves_the_store_intact() {
     assert_eq!(e.list("notes").unwrap().len(), written + 1);
 }
 
-/// The first salt of the log's header (bytes 16..20, big-endian): it goes up by one each time
-/// the log starts over, whichever connection started it over.
-fn log_generation(wal: &std::path::Path) -> Option<u32> {
-    let bytes = std::fs::read(wal).ok()?;
-    Some(u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?))
-}
-
 #[test]
 fn the_write_ahead_log_stays_bounded_under_steady_writes_and_is_truncated_in_a_pause() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +126,7 @@ fn the_write_ahead_log_stays_bounded_under_steady_writes_and_is_truncated_in_a_p
         e.put("notes", &format!("r{i:05}"), obj(json!({"body": body, "i": i}))).unwrap();
         if i % 50 == 0 {
             largest = largest.max(size());
-            generations.extend(log_generation(&wal_file));
+            generations.extend(converge_sqlite_support::log_salt(&wal_file));
         }
     }
     // About 70 MiB of log was written (6000 records of 1 KB, each also in the outbox: three
