@@ -1,5 +1,6 @@
 //! The engine against the real `SyncService` on a SQLite file: lost requests and responses,
-//! rebasing behind an op in flight, conflicts that fold later edits, refused ops.
+//! rebasing behind an op in flight, an edit while a batch is on the wire, conflicts that fold
+//! later edits, refused ops.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -89,6 +90,29 @@ async fn an_edit_made_while_its_record_is_in_flight_is_rebased_and_applied_after
     assert_eq!(on_server.version, 3);
     assert_eq!(serde_json::Value::Object(on_server.fields.clone()), json!({"title": "three", "body": "c"}));
     assert_eq!(a.get("notes", "n").unwrap().unwrap().fields, on_server.fields);
+}
+
+#[tokio::test]
+async fn an_edit_made_while_a_batch_is_on_the_wire_goes_out_in_the_next_batch() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    // Two batches: n00..n49, then n50..n59 (read from the outbox while the first is on the wire).
+    for i in 0..60 {
+        a.put("notes", &format!("n{i:02}"), obj(json!({"title": "first", "i": i}))).unwrap();
+    }
+    let writer = a.clone();
+    *fa.during_push.lock().unwrap() = Some(Box::new(move || {
+        // Absorbed into n55's unsent create, which the next batch must carry as it is now.
+        writer.patch("notes", "n55", obj(json!({"title": "edited on the way"}))).unwrap();
+    }));
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.batches), (60, 2));
+    let on_server = w.api().record("notes", "n55").await.unwrap();
+    assert_eq!(serde_json::Value::Object(on_server.fields.clone()), json!({"title": "edited on the way", "i": 55}));
+    assert_eq!(on_server.version, 1, "one create carrying the edit");
+    let local = a.get("notes", "n55").unwrap().unwrap();
+    assert_eq!((local.fields, local.state), (on_server.fields, RecordState::Synced));
+    assert_eq!(a.status().pending, 0);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
-//! A `SyncApi` decorator that loses requests or responses on demand.
+//! A `SyncApi` decorator that loses requests or responses on demand, or runs a step of the test
+//! while a push is on the wire.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use converge_core::{Change, Error, PullRequest, PullResponse, PushRequest, PushResponse, Result, SyncApi};
@@ -14,6 +15,8 @@ pub(crate) struct Faulty {
     pub(crate) drop_responses: AtomicU32,
     pub(crate) replays: AtomicU32,
     pub(crate) offline: std::sync::atomic::AtomicBool,
+    /// Runs once, while the next push is on the wire (after the engine had a turn to run).
+    pub(crate) during_push: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Faulty {
@@ -24,6 +27,7 @@ impl Faulty {
             drop_responses: AtomicU32::new(0),
             replays: AtomicU32::new(0),
             offline: Default::default(),
+            during_push: Mutex::new(None),
         })
     }
 }
@@ -37,6 +41,11 @@ impl SyncApi for Faulty {
     async fn push(&self, req: PushRequest) -> Result<PushResponse> {
         if self.offline.load(Ordering::SeqCst) || take(&self.drop_requests) {
             return Err(Error::Offline("request lost".into()));
+        }
+        let step = self.during_push.lock().unwrap().take();
+        if let Some(step) = step {
+            tokio::task::yield_now().await;
+            step();
         }
         let resp = self.inner.push(req).await?;
         if resp.replayed {

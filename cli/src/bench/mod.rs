@@ -150,6 +150,13 @@ async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize
             rate(pull),
             pulled.pages
         );
+        let trips = api_a.round_trips();
+        println!(
+            "             push: {:.2} s in {} round trips (request, server, response), {:.2} s on device A (outbox, acks)",
+            trips.as_secs_f64(),
+            pushed.batches,
+            push.saturating_sub(trips).as_secs_f64()
+        );
         println!(
             "             device A's whole cycle {:>6.2} s ({:>8.0} ops/s): the push, then its own {} changes pulled back in {:.2} s",
             cycle.as_secs_f64(),

@@ -179,6 +179,8 @@ pub(super) struct Counted {
     inner: HttpClient,
     pulled: AtomicU64,
     first_pull: OnceLock<Instant>,
+    /// Nanoseconds spent waiting on pushes (request, server, response).
+    pushing: AtomicU64,
 }
 
 impl Counted {
@@ -187,7 +189,13 @@ impl Counted {
     }
 
     pub(super) fn over(inner: HttpClient) -> Counted {
-        Counted { inner, pulled: AtomicU64::new(0), first_pull: OnceLock::new() }
+        Counted { inner, pulled: AtomicU64::new(0), first_pull: OnceLock::new(), pushing: AtomicU64::new(0) }
+    }
+
+    /// How long the pushes' round trips took in all: the rest of a push part is the device's own
+    /// work (taking each batch from the outbox, persisting its acks).
+    pub(super) fn round_trips(&self) -> Duration {
+        Duration::from_nanos(self.pushing.load(Ordering::Relaxed))
     }
 
     /// How long after `start` the first pull went out: a cycle's push part (the whole of
@@ -200,7 +208,10 @@ impl Counted {
 #[async_trait]
 impl SyncApi for Counted {
     async fn push(&self, req: PushRequest) -> converge_core::Result<PushResponse> {
-        self.inner.push(req).await
+        let t = Instant::now();
+        let resp = self.inner.push(req).await;
+        self.pushing.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        resp
     }
     async fn pull(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
         self.first_pull.get_or_init(Instant::now);

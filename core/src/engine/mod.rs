@@ -1,5 +1,6 @@
 //! The client engine: local reads and writes on the device store, sync cycles, status.
 
+mod batch;
 mod held;
 mod metrics;
 mod resolve;
@@ -22,7 +23,7 @@ use crate::api::{AuthProvider, SyncApi};
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, HlcClock, IdSource, SystemClock, V7Ids};
 use crate::policy::{MergePolicy, ReviewPolicy};
-use crate::store::{ConflictRecord, LocalRecord, LocalStore, OpState, Summary};
+use crate::store::{ConflictRecord, LocalRecord, LocalStore, OpState, StoreTx, Summary};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +124,12 @@ impl EngineBuilder {
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {
             inner: Arc::new(Inner {
-                state: Mutex::new(State { store: self.store, hlc, summary, metrics: device.metrics }),
+                state: Mutex::new(State {
+                    store: Store { inner: self.store, writes: 0 },
+                    hlc,
+                    summary,
+                    metrics: device.metrics,
+                }),
                 api: self.api,
                 auth: self.auth,
                 worker: worker::Signals::default(),
@@ -198,10 +204,37 @@ fn counters(r: &LocalRecord) -> (u32, u32, u32) {
 }
 
 struct State {
-    store: Box<dyn LocalStore>,
+    store: Store,
     hlc: HlcClock,
     summary: Summary,
     metrics: Metrics,
+}
+
+/// The device store, counting its write transactions: a batch read from the outbox ahead of time
+/// is still what the outbox holds as long as no transaction ran since.
+struct Store {
+    inner: Box<dyn LocalStore>,
+    writes: u64,
+}
+
+impl Store {
+    fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        self.writes += 1;
+        self.inner.transact(f)
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn LocalStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl std::ops::DerefMut for Store {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.inner
+    }
 }
 
 impl Engine {

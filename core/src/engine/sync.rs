@@ -2,13 +2,14 @@
 
 use std::collections::HashSet;
 
+use super::batch::{Ahead, mark};
 use super::resolve::settle_conflict;
 use super::write::derive_view;
 use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
 use crate::api::SyncApi;
 use crate::crash;
 use crate::error::{Code, Error, ErrorClass, Result};
-use crate::model::{Op, apply_patch, json_size};
+use crate::model::{Op, apply_patch};
 use crate::store::{OpState, OutboxOp};
 use crate::wire::{Change, Mutation, OpOutcome, PullRequest, PushBatch, PushRequest, PushResponse};
 
@@ -58,15 +59,27 @@ impl Engine {
         let mut skip = HashSet::new();
         let mut deferred = None;
         let mut last_failed = false;
-        while let Some((key, ops)) = self.take_batch(&skip)? {
+        // The next batch, when the previous one's acks marked it in flight.
+        let mut next = None;
+        loop {
+            let (key, ops) = match next.take() {
+                Some(batch) => batch,
+                None => match self.take_batch(&skip)? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
             let batch =
                 PushBatch { device_id: self.inner.device_id.clone(), mutations: ops.iter().map(to_mutation).collect() };
             report.batches += 1;
-            let result = api.push(PushRequest { idempotency_key: key.clone(), batch }).await;
+            // While the batch is on the wire, the next one is read from the outbox.
+            let (result, ahead) = tokio::join!(api.push(PushRequest { idempotency_key: key.clone(), batch }), async {
+                self.read_ahead(&skip)
+            });
             crash::point("send.after_response");
             match result {
                 Ok(resp) => {
-                    self.apply_outcomes(&ops, &resp, report)?;
+                    next = self.apply_outcomes(&ops, &resp, report, ahead)?;
                     last_failed = false;
                 }
                 Err(e) if e.code() == Some(Code::IdempotencyKeyReused) => {
@@ -145,113 +158,23 @@ impl Engine {
         }
     }
 
-    /// The batch to send: the one in flight (resent as it was), else up to `batch_size` pending
-    /// ops, one per record, marked in flight under a new key in one transaction. An op that
-    /// failed before goes alone; ops in `skip` wait for the next cycle.
-    fn take_batch(&self, skip: &HashSet<i64>) -> Result<Option<(String, Vec<OutboxOp>)>> {
-        let mut st = self.lock();
-        let in_flight = st.store.in_flight()?;
-        if let Some(key) = in_flight.first().and_then(|o| o.batch_id.clone()) {
-            let ops = in_flight.into_iter().filter(|o| o.batch_id.as_deref() == Some(&key)).collect();
-            return Ok(Some((key, ops)));
-        }
-        let limit = self.inner.batch_limit.load(std::sync::atomic::Ordering::Relaxed).max(1);
-        let mut ops = st.store.next_ops(limit + skip.len())?;
-        ops.retain(|o| !skip.contains(&o.seq));
-        match ops.first() {
-            None => return Ok(None),
-            Some(head) if head.attempts > 0 => ops.truncate(1),
-            Some(_) => ops.retain(|o| o.attempts == 0),
-        }
-        ops.truncate(limit);
-        // Keep the request body under the server's limit; one op always fits (records are capped).
-        let mut bytes = 0;
-        let fits = ops
-            .iter()
-            .take_while(|op| {
-                bytes += json_size(&op.patch) + 256;
-                bytes <= self.inner.config.max_batch_bytes
-            })
-            .count();
-        ops.truncate(fits.max(1));
-        let key = self.inner.ids.new_uuid().to_string();
-        for op in &mut ops {
-            op.state = OpState::InFlight;
-            op.batch_id = Some(key.clone());
-        }
-        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
-        st.store.transact(&mut |tx| {
-            tx.mark_in_flight(&seqs, &key)?;
-            crash::point("batch.before_commit");
-            Ok(())
-        })?;
-        crash::point("batch.after_commit");
-        Ok(Some((key, ops)))
-    }
-
-    /// Puts a batch's ops back: pending (to go out under a new key), or dead letters.
-    fn release_batch(&self, ops: &[OutboxOp], err: &Error, state: OpState) -> Result<()> {
-        let ids = &*self.inner.ids;
-        let mut st = self.lock();
-        let mut delta = Delta::default();
-        st.store.transact(&mut |tx| {
-            delta = Delta::default();
-            for op in ops {
-                let mut op = unsent(op, state, err.to_string());
-                if state.is_held() {
-                    // The server's answer for the old op id is final; a retry is a new op.
-                    op.op_id = ids.new_uuid();
-                    if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
-                        let before = counters(&rec);
-                        rec.failed += 1;
-                        tx.put_record(&rec)?;
-                        delta.track(before, &rec);
-                    }
-                }
-                tx.update_op(&op)?;
-            }
-            Ok(())
-        })?;
-        self.apply_delta(&mut st, delta)
-    }
-
-    /// Puts a batch's ops back after a server error, each with one more attempt; an op out of
-    /// attempts becomes a dead letter. Returns how many did.
-    fn count_failures(&self, ops: &[OutboxOp], err: &Error) -> Result<u64> {
-        let max = self.inner.config.max_attempts;
-        let mut st = self.lock();
-        let mut delta = Delta::default();
-        let mut dead = 0;
-        st.store.transact(&mut |tx| {
-            delta = Delta::default();
-            dead = 0;
-            for op in ops {
-                let op = failed_attempt(op, err.to_string(), max);
-                if op.state == OpState::DeadLetter
-                    && let Some(mut rec) = tx.record(&op.entity, &op.record_id)?
-                {
-                    dead += 1;
-                    let before = counters(&rec);
-                    rec.failed += 1;
-                    tx.put_record(&rec)?;
-                    delta.track(before, &rec);
-                }
-                tx.update_op(&op)?;
-            }
-            Ok(())
-        })?;
-        self.apply_delta(&mut st, delta)?;
-        Ok(dead)
-    }
-
-    /// Persists one batch's outcomes in one transaction.
-    fn apply_outcomes(&self, ops: &[OutboxOp], resp: &PushResponse, report: &mut SyncReport) -> Result<()> {
+    /// Persists one batch's outcomes in one transaction. The next batch, read `ahead` while this
+    /// one was on the wire, is marked in flight in the same transaction if the outbox has not
+    /// changed since (no transaction ran); it is returned, to go out next.
+    fn apply_outcomes(
+        &self,
+        ops: &[OutboxOp],
+        resp: &PushResponse,
+        report: &mut SyncReport,
+        ahead: Option<Ahead>,
+    ) -> Result<Option<(String, Vec<OutboxOp>)>> {
         let outcomes = resp.outcomes();
         let now = self.inner.clock.now_ms();
         let max = self.inner.config.max_attempts;
         let ids = &*self.inner.ids;
         let mut guard = self.lock();
         let super::State { store, hlc, metrics, .. } = &mut *guard;
+        let next = ahead.and_then(|a| a.still_current(store.writes)).map(|ops| mark(ops, ids));
         let mut counts = (0u64, 0u64, 0u64);
         let mut delta = Delta::default();
         let mut m = metrics.clone();
@@ -342,16 +265,23 @@ impl Engine {
             device.hlc = Some(hlc.last().clone());
             device.metrics = m.clone();
             tx.set_device_state(&device)?;
+            if let Some((key, next)) = &next {
+                tx.mark_in_flight(&next.iter().map(|o| o.seq).collect::<Vec<_>>(), key)?;
+                crash::point("batch.before_commit");
+            }
             crash::point("ack.before_commit");
             Ok(())
         })?;
         guard.metrics = m;
         crash::point("ack.after_commit");
+        if next.is_some() {
+            crash::point("batch.after_commit");
+        }
         self.apply_delta(&mut guard, delta)?;
         report.accepted += counts.0;
         report.conflicts += counts.1;
         report.rejected += counts.2;
-        Ok(())
+        Ok(next)
     }
 
     /// Applies one page of the change feed and its cursor in one transaction. A change older than
@@ -467,7 +397,7 @@ impl Engine {
 
 /// An op put back after a send that got no final answer: one more attempt, and a dead letter
 /// once out of attempts.
-fn failed_attempt(op: &OutboxOp, error: String, max_attempts: u32) -> OutboxOp {
+pub(super) fn failed_attempt(op: &OutboxOp, error: String, max_attempts: u32) -> OutboxOp {
     let mut op = unsent(op, OpState::Pending, error);
     op.attempts += 1;
     if op.attempts > max_attempts {
@@ -477,7 +407,7 @@ fn failed_attempt(op: &OutboxOp, error: String, max_attempts: u32) -> OutboxOp {
 }
 
 /// An op taken out of its batch, in `state`, with the reason.
-fn unsent(op: &OutboxOp, state: OpState, error: String) -> OutboxOp {
+pub(super) fn unsent(op: &OutboxOp, state: OpState, error: String) -> OutboxOp {
     OutboxOp { state, batch_id: None, last_error: Some(error), ..op.clone() }
 }
 

@@ -1,0 +1,161 @@
+//! Push batches: taking the next one from the outbox (or reading it ahead while the previous one
+//! is on the wire), and putting a batch's ops back after it failed.
+
+use std::collections::HashSet;
+
+use super::sync::{failed_attempt, unsent};
+use super::{Delta, Engine, Store, counters};
+use crate::crash;
+use crate::error::{Code, Error, Result};
+use crate::hlc::IdSource;
+use crate::model::json_size;
+use crate::store::{OpState, OutboxOp};
+
+/// The next batch, read while the one before it was on the wire. Its ops are the first of their
+/// records, so the previous batch's acks (which touch only that batch's records) leave them as
+/// they are; any other transaction since might not (a local write absorbs into an unsent op), so
+/// the batch is only used if none ran.
+pub(super) struct Ahead {
+    /// The store's count of write transactions when the batch was read.
+    writes: u64,
+    ops: Vec<OutboxOp>,
+}
+
+impl Ahead {
+    /// The ops, if the store ran no write transaction since they were read.
+    pub(super) fn still_current(self, writes: u64) -> Option<Vec<OutboxOp>> {
+        (self.writes == writes).then_some(self.ops)
+    }
+}
+
+/// `ops` under a new batch key, in flight.
+pub(super) fn mark(mut ops: Vec<OutboxOp>, ids: &dyn IdSource) -> (String, Vec<OutboxOp>) {
+    let key = ids.new_uuid().to_string();
+    for op in &mut ops {
+        op.state = OpState::InFlight;
+        op.batch_id = Some(key.clone());
+    }
+    (key, ops)
+}
+
+impl Engine {
+    /// The batch to send: the one in flight (resent as it was), else the next one (see
+    /// [`Engine::select_batch`]) marked in flight under a new key in one transaction.
+    pub(super) fn take_batch(&self, skip: &HashSet<i64>) -> Result<Option<(String, Vec<OutboxOp>)>> {
+        let mut st = self.lock();
+        let in_flight = st.store.in_flight()?;
+        if let Some(key) = in_flight.first().and_then(|o| o.batch_id.clone()) {
+            let ops = in_flight.into_iter().filter(|o| o.batch_id.as_deref() == Some(&key)).collect();
+            return Ok(Some((key, ops)));
+        }
+        let ops = self.select_batch(&st.store, skip)?;
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let (key, ops) = mark(ops, &*self.inner.ids);
+        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+        st.store.transact(&mut |tx| {
+            tx.mark_in_flight(&seqs, &key)?;
+            crash::point("batch.before_commit");
+            Ok(())
+        })?;
+        crash::point("batch.after_commit");
+        Ok(Some((key, ops)))
+    }
+
+    /// Reads the batch that would go out after the one in flight, to be marked with that one's
+    /// acks (see [`Ahead`]). `None` when there is none, or the outbox could not be read (the
+    /// next batch is then taken as usual, and meets the same error there).
+    pub(super) fn read_ahead(&self, skip: &HashSet<i64>) -> Option<Ahead> {
+        let st = self.lock();
+        match self.select_batch(&st.store, skip) {
+            Ok(ops) if !ops.is_empty() => Some(Ahead { writes: st.store.writes, ops }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(code = e.code().map(Code::as_str), "reading the next batch ahead failed");
+                None
+            }
+        }
+    }
+
+    /// Up to `batch_size` pending ops not in flight, the first of each record, in outbox order,
+    /// within the server's body limit. An op that failed before goes alone; ops in `skip` wait
+    /// for the next cycle.
+    fn select_batch(&self, store: &Store, skip: &HashSet<i64>) -> Result<Vec<OutboxOp>> {
+        let limit = self.inner.batch_limit.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let mut ops = store.next_ops(limit + skip.len())?;
+        ops.retain(|o| !skip.contains(&o.seq));
+        match ops.first() {
+            None => return Ok(ops),
+            Some(head) if head.attempts > 0 => ops.truncate(1),
+            Some(_) => ops.retain(|o| o.attempts == 0),
+        }
+        ops.truncate(limit);
+        // Keep the request body under the server's limit; one op always fits (records are capped).
+        let mut bytes = 0;
+        let fits = ops
+            .iter()
+            .take_while(|op| {
+                bytes += json_size(&op.patch) + 256;
+                bytes <= self.inner.config.max_batch_bytes
+            })
+            .count();
+        ops.truncate(fits.max(1));
+        Ok(ops)
+    }
+
+    /// Puts a batch's ops back: pending (to go out under a new key), or dead letters.
+    pub(super) fn release_batch(&self, ops: &[OutboxOp], err: &Error, state: OpState) -> Result<()> {
+        let ids = &*self.inner.ids;
+        let mut st = self.lock();
+        let mut delta = Delta::default();
+        st.store.transact(&mut |tx| {
+            delta = Delta::default();
+            for op in ops {
+                let mut op = unsent(op, state, err.to_string());
+                if state.is_held() {
+                    // The server's answer for the old op id is final; a retry is a new op.
+                    op.op_id = ids.new_uuid();
+                    if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
+                        let before = counters(&rec);
+                        rec.failed += 1;
+                        tx.put_record(&rec)?;
+                        delta.track(before, &rec);
+                    }
+                }
+                tx.update_op(&op)?;
+            }
+            Ok(())
+        })?;
+        self.apply_delta(&mut st, delta)
+    }
+
+    /// Puts a batch's ops back after a server error, each with one more attempt; an op out of
+    /// attempts becomes a dead letter. Returns how many did.
+    pub(super) fn count_failures(&self, ops: &[OutboxOp], err: &Error) -> Result<u64> {
+        let max = self.inner.config.max_attempts;
+        let mut st = self.lock();
+        let mut delta = Delta::default();
+        let mut dead = 0;
+        st.store.transact(&mut |tx| {
+            delta = Delta::default();
+            dead = 0;
+            for op in ops {
+                let op = failed_attempt(op, err.to_string(), max);
+                if op.state == OpState::DeadLetter
+                    && let Some(mut rec) = tx.record(&op.entity, &op.record_id)?
+                {
+                    dead += 1;
+                    let before = counters(&rec);
+                    rec.failed += 1;
+                    tx.put_record(&rec)?;
+                    delta.track(before, &rec);
+                }
+                tx.update_op(&op)?;
+            }
+            Ok(())
+        })?;
+        self.apply_delta(&mut st, delta)?;
+        Ok(dead)
+    }
+}
