@@ -38,7 +38,22 @@ impl Hlc {
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:013}-{:04x}-{}", self.millis, self.counter, self.device)
+        if self.millis > MAX_MILLIS {
+            return write!(f, "{:013}-{:04x}-{}", self.millis, self.counter, self.device);
+        }
+        // The fixed-width head, digit by digit: the server writes one per changed field.
+        let mut head = *b"0000000000000-0000-";
+        let mut ms = self.millis;
+        for d in head[..13].iter_mut().rev() {
+            *d = b'0' + (ms % 10) as u8;
+            ms /= 10;
+        }
+        for (i, d) in head[14..18].iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[usize::from(self.counter >> (12 - 4 * i) & 0xf)];
+        }
+        // Only ASCII digits and dashes were written.
+        f.write_str(std::str::from_utf8(&head).map_err(|_| fmt::Error)?)?;
+        f.write_str(&self.device)
     }
 }
 
@@ -176,6 +191,16 @@ mod tests {
             "1764064800000-0000-a b",
         ] {
             assert!(bad.parse::<Hlc>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_written_form_is_the_padded_format_for_every_width() {
+        for millis in [0, 7, 1_764_064_800_000, 999_999_999_999, MAX_MILLIS, MAX_MILLIS + 1, u64::MAX] {
+            for counter in [0, 1, 0xf, 0xa0, 0xbcd, 0xffff] {
+                let h = Hlc { millis, counter, device: "dev-1".into() };
+                assert_eq!(h.to_string(), format!("{millis:013}-{counter:04x}-dev-1"));
+            }
         }
     }
 

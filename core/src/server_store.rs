@@ -63,7 +63,7 @@ pub trait ServerStore: Send + Sync {
         scope: &Scope,
         key: &str,
         body_hash: &str,
-        mutations: &[Mutation],
+        mutations: Vec<Mutation>,
         rules: &Rules,
     ) -> Result<std::result::Result<PushResponse, StoredPush>>;
 

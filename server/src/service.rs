@@ -124,16 +124,14 @@ impl ScopedSync {
         req.batch.validate(&self.inner.rules.limits)?;
         let hash = body_hash(&req.batch)?;
         let store = &self.inner.store;
-
-        if let Some(stored) = store.stored_push(&self.scope, key).await.map_err(store_error("stored_push"))? {
-            return replay(stored, &hash);
-        }
+        // A key seen before is found by `apply_batch` itself, in its transaction, and replayed:
+        // no read of its own ahead of every push.
         let _in_flight = InFlight::begin(&self.inner, &self.scope, key).ok_or_else(|| {
             debug!("push refused: the key is in flight");
             ApiError::new(Code::IdempotencyKeyInFlight, "a request with this Idempotency-Key is still running")
         })?;
         let applied = store
-            .apply_batch(&self.scope, key, &hash, &req.batch.mutations, &self.inner.rules)
+            .apply_batch(&self.scope, key, &hash, req.batch.mutations, &self.inner.rules)
             .await
             .map_err(store_error("apply_batch"))?;
         match applied {

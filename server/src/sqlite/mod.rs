@@ -301,11 +301,11 @@ impl ServerStore for SqliteServerStore {
         scope: &Scope,
         key: &str,
         body_hash: &str,
-        mutations: &[Mutation],
+        mutations: Vec<Mutation>,
         rules: &Rules,
     ) -> converge_core::Result<std::result::Result<PushResponse, StoredPush>> {
         let (scope, key, body_hash) = (scope.clone(), key.to_owned(), body_hash.to_owned());
-        let (mutations, rules) = (mutations.to_vec(), rules.clone());
+        let rules = rules.clone();
         Ok(self.run(move |conn| apply_batch(conn, &scope, &key, &body_hash, &mutations, &rules)).await?)
     }
 

@@ -29,7 +29,11 @@ fn update(id: &str, n: u128, base: u64, patch: serde_json::Value) -> Mutation {
 }
 
 async fn apply(store: &SqliteServerStore, tenant: &str, key: &str, ms: &[Mutation]) -> PushResponse {
-    store.apply_batch(&scope(tenant), key, "hash", ms, &converge_core::check::Rules::default()).await.unwrap().unwrap()
+    store
+        .apply_batch(&scope(tenant), key, "hash", ms.to_vec(), &converge_core::check::Rules::default())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -43,7 +47,7 @@ async fn apply_batch_stores_records_op_results_and_the_response() {
 
     // The key is taken: nothing is applied and the stored push comes back.
     let again = store
-        .apply_batch(&scope("t"), "k1", "other", &[create("r3", 9)], &converge_core::check::Rules::default())
+        .apply_batch(&scope("t"), "k1", "other", vec![create("r3", 9)], &converge_core::check::Rules::default())
         .await;
     let stored = again.unwrap().unwrap_err();
     assert_eq!((stored.body_hash.as_str(), &stored.response), ("hash", &resp));

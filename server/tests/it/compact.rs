@@ -215,7 +215,7 @@ impl ServerStore for StaleHorizon {
         scope: &Scope,
         key: &str,
         body_hash: &str,
-        mutations: &[Mutation],
+        mutations: Vec<Mutation>,
         rules: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         self.0.apply_batch(scope, key, body_hash, mutations, rules).await

@@ -73,7 +73,7 @@ impl ServerStore for GatedStore {
         scope: &Scope,
         key: &str,
         body_hash: &str,
-        mutations: &[Mutation],
+        mutations: Vec<Mutation>,
         limits: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         self.entered.add_permits(1);
@@ -137,8 +137,9 @@ async fn the_same_key_while_the_first_runs_is_refused_with_409() {
     let done = first.await.unwrap().unwrap();
     assert_eq!((done.accepted.len(), done.replayed), (1, false));
     assert_eq!(bobs.await.unwrap().unwrap().accepted.len(), 1);
-    // Once finished, the key replays instead.
-    let replay = api.push(req).await.unwrap();
+    // Once finished, the key replays instead (found by the store's `apply_batch`, through the gate).
+    gated.gate.add_permits(1);
+    let replay = in_time(api.push(req)).await.unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.accepted, done.accepted);
 }
@@ -161,7 +162,7 @@ impl ServerStore for FlakyStore {
         scope: &Scope,
         key: &str,
         body_hash: &str,
-        mutations: &[Mutation],
+        mutations: Vec<Mutation>,
         limits: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         match self.failures.fetch_sub(1, Ordering::SeqCst) {
