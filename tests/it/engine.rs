@@ -116,6 +116,27 @@ async fn an_edit_made_while_a_batch_is_on_the_wire_goes_out_in_the_next_batch() 
 }
 
 #[tokio::test]
+async fn an_edit_by_another_process_while_a_batch_is_on_the_wire_is_not_sent_stale() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    for i in 0..60 {
+        a.put("notes", &format!("n{i:02}"), obj(json!({"title": "first", "i": i}))).unwrap();
+    }
+    // Another engine on the same file, as another process would be: its commits are not this
+    // engine's transactions, only the file's data version tells them.
+    let other = Engine::builder(Box::new(SqliteStore::open(w.dir.path().join("a.db")).unwrap())).build().unwrap();
+    *fa.during_push.lock().unwrap() = Some(Box::new(move || {
+        other.patch("notes", "n55", obj(json!({"title": "edited elsewhere"}))).unwrap();
+    }));
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.batches), (60, 2));
+    let on_server = w.api().record("notes", "n55").await.unwrap();
+    assert_eq!(serde_json::Value::Object(on_server.fields.clone()), json!({"title": "edited elsewhere", "i": 55}));
+    let local = a.get("notes", "n55").unwrap().unwrap();
+    assert_eq!((local.fields, local.state), (on_server.fields, RecordState::Synced));
+}
+
+#[tokio::test]
 async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_server() {
     let w = World::new(Limits::default());
     let (a, fa) = w.device("a");

@@ -7,30 +7,48 @@ use super::sync::{failed_attempt, unsent};
 use super::{Delta, Engine, Store, counters};
 use crate::crash;
 use crate::error::{Code, Error, Result};
-use crate::hlc::IdSource;
 use crate::model::json_size;
 use crate::store::{OpState, OutboxOp};
 
 /// The next batch, read while the one before it was on the wire. Its ops are the first of their
 /// records, so the previous batch's acks (which touch only that batch's records) leave them as
-/// they are; any other transaction since might not (a local write absorbs into an unsent op), so
-/// the batch is only used if none ran.
+/// they are; any other write since might not (a local write absorbs into an unsent op), so the
+/// batch is only used if none ran: no transaction of this engine, no commit of another
+/// connection to the file (another process).
 pub(super) struct Ahead {
-    /// The store's count of write transactions when the batch was read.
+    /// The engine's count of write transactions when the batch was read.
     writes: u64,
+    /// The store's [`data_version`](crate::store::StoreRead::data_version) before it was read.
+    data_version: u64,
     ops: Vec<OutboxOp>,
 }
 
 impl Ahead {
-    /// The ops, if the store ran no write transaction since they were read.
-    pub(super) fn still_current(self, writes: u64) -> Option<Vec<OutboxOp>> {
-        (self.writes == writes).then_some(self.ops)
+    /// The batch, if this engine ran no write transaction since it was read (the caller checks
+    /// the store's data version in the transaction that marks it).
+    pub(super) fn unless_written(self, writes: u64) -> Option<Ahead> {
+        (self.writes == writes).then_some(self)
+    }
+
+    /// Whether no other connection committed since the batch was read, `data_version` being read
+    /// in the transaction that is to mark it.
+    pub(super) fn still_current(&self, data_version: u64) -> bool {
+        self.data_version == data_version
+    }
+
+    /// The ops' outbox positions.
+    pub(super) fn seqs(&self) -> Vec<i64> {
+        self.ops.iter().map(|o| o.seq).collect()
+    }
+
+    /// The ops under batch `key`, in flight.
+    pub(super) fn into_batch(self, key: String) -> (String, Vec<OutboxOp>) {
+        mark(self.ops, key)
     }
 }
 
-/// `ops` under a new batch key, in flight.
-pub(super) fn mark(mut ops: Vec<OutboxOp>, ids: &dyn IdSource) -> (String, Vec<OutboxOp>) {
-    let key = ids.new_uuid().to_string();
+/// `ops` under batch `key`, in flight.
+fn mark(mut ops: Vec<OutboxOp>, key: String) -> (String, Vec<OutboxOp>) {
     for op in &mut ops {
         op.state = OpState::InFlight;
         op.batch_id = Some(key.clone());
@@ -52,7 +70,7 @@ impl Engine {
         if ops.is_empty() {
             return Ok(None);
         }
-        let (key, ops) = mark(ops, &*self.inner.ids);
+        let (key, ops) = mark(ops, self.inner.ids.new_uuid().to_string());
         let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
         st.store.transact(&mut |tx| {
             tx.mark_in_flight(&seqs, &key)?;
@@ -68,8 +86,11 @@ impl Engine {
     /// next batch is then taken as usual, and meets the same error there).
     pub(super) fn read_ahead(&self, skip: &HashSet<i64>) -> Option<Ahead> {
         let st = self.lock();
-        match self.select_batch(&st.store, skip) {
-            Ok(ops) if !ops.is_empty() => Some(Ahead { writes: st.store.writes, ops }),
+        // Read before the ops: a commit of another connection after it, even before the ops were
+        // read, then shows as a change.
+        let read = st.store.data_version().and_then(|v| Ok((v, self.select_batch(&st.store, skip)?)));
+        match read {
+            Ok((data_version, ops)) if !ops.is_empty() => Some(Ahead { writes: st.store.writes, data_version, ops }),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(code = e.code().map(Code::as_str), "reading the next batch ahead failed");

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::batch::{Ahead, mark};
+use super::batch::Ahead;
 use super::resolve::settle_conflict;
 use super::write::derive_view;
 use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
@@ -160,7 +160,8 @@ impl Engine {
 
     /// Persists one batch's outcomes in one transaction. The next batch, read `ahead` while this
     /// one was on the wire, is marked in flight in the same transaction if the outbox has not
-    /// changed since (no transaction ran); it is returned, to go out next.
+    /// changed since (no transaction of this engine ran, no other connection committed); it is
+    /// returned, to go out next.
     fn apply_outcomes(
         &self,
         ops: &[OutboxOp],
@@ -174,7 +175,8 @@ impl Engine {
         let ids = &*self.inner.ids;
         let mut guard = self.lock();
         let super::State { store, hlc, metrics, .. } = &mut *guard;
-        let next = ahead.and_then(|a| a.still_current(store.writes)).map(|ops| mark(ops, ids));
+        let ahead = ahead.and_then(|a| a.unless_written(store.writes));
+        let mut next_key = None;
         let mut counts = (0u64, 0u64, 0u64);
         let mut delta = Delta::default();
         let mut m = metrics.clone();
@@ -182,6 +184,7 @@ impl Engine {
             counts = (0, 0, 0);
             delta = Delta::default();
             m = metrics.clone();
+            next_key = None;
             for op in ops {
                 let outcome = outcomes.get(&op.op_id);
                 if let Some(OpOutcome::Accepted(a)) = outcome {
@@ -265,8 +268,12 @@ impl Engine {
             device.hlc = Some(hlc.last().clone());
             device.metrics = m.clone();
             tx.set_device_state(&device)?;
-            if let Some((key, next)) = &next {
-                tx.mark_in_flight(&next.iter().map(|o| o.seq).collect::<Vec<_>>(), key)?;
+            if let Some(a) = &ahead
+                && a.still_current(tx.data_version()?)
+            {
+                let key = ids.new_uuid().to_string();
+                tx.mark_in_flight(&a.seqs(), &key)?;
+                next_key = Some(key);
                 crash::point("batch.before_commit");
             }
             crash::point("ack.before_commit");
@@ -274,6 +281,7 @@ impl Engine {
         })?;
         guard.metrics = m;
         crash::point("ack.after_commit");
+        let next = next_key.zip(ahead).map(|(key, a)| a.into_batch(key));
         if next.is_some() {
             crash::point("batch.after_commit");
         }

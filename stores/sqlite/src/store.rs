@@ -151,6 +151,10 @@ macro_rules! impl_read {
                 let $conn = self;
                 Ok(rows::device_state($get)?)
             }
+            fn data_version(&self) -> CoreResult<u64> {
+                let $conn = self;
+                Ok(rows::data_version($get)?)
+            }
             fn max_outbox_hlc(&self) -> CoreResult<Option<Hlc>> {
                 let $conn = self;
                 Ok(rows::max_outbox_hlc($get)?)
