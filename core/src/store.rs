@@ -223,9 +223,9 @@ pub trait StoreRead {
     fn conflict(&self, id: i64) -> Result<Option<ConflictRecord>>;
     /// Whether a re-sync from the start is in progress (some confirmed records not seen yet).
     fn snapshot_active(&self) -> Result<bool>;
-    /// A number that changes whenever another connection (another process, say) commits to the
-    /// store, and only then: this store's own commits leave it as it is. Read in a transaction,
-    /// it is the number as of that transaction's start.
+    /// A number that changes whenever a write transaction commits to the store, this store's
+    /// own or another connection's (another process on the same file, say). Read in a
+    /// transaction, it is the number as of that transaction's start: its own writes do not count.
     fn data_version(&self) -> Result<u64>;
 }
 

@@ -4,34 +4,25 @@
 use std::collections::HashSet;
 
 use super::sync::{failed_attempt, unsent};
-use super::{Delta, Engine, Store, counters};
+use super::{Delta, Engine, counters};
 use crate::crash;
 use crate::error::{Code, Error, Result};
 use crate::model::json_size;
-use crate::store::{OpState, OutboxOp};
+use crate::store::{LocalStore, OpState, OutboxOp, StoreTx};
 
 /// The next batch, read while the one before it was on the wire. Its ops are the first of their
 /// records, so the previous batch's acks (which touch only that batch's records) leave them as
 /// they are; any other write since might not (a local write absorbs into an unsent op), so the
-/// batch is only used if none ran: no transaction of this engine, no commit of another
-/// connection to the file (another process).
+/// batch is only used if the store's data version has not moved since it was read.
 pub(super) struct Ahead {
-    /// The engine's count of write transactions when the batch was read.
-    writes: u64,
     /// The store's [`data_version`](crate::store::StoreRead::data_version) before it was read.
     data_version: u64,
     ops: Vec<OutboxOp>,
 }
 
 impl Ahead {
-    /// The batch, if this engine ran no write transaction since it was read (the caller checks
-    /// the store's data version in the transaction that marks it).
-    pub(super) fn unless_written(self, writes: u64) -> Option<Ahead> {
-        (self.writes == writes).then_some(self)
-    }
-
-    /// Whether no other connection committed since the batch was read, `data_version` being read
-    /// in the transaction that is to mark it.
+    /// Whether nothing was written since the batch was read, `data_version` being read in the
+    /// transaction that is to mark it.
     pub(super) fn still_current(&self, data_version: u64) -> bool {
         self.data_version == data_version
     }
@@ -66,7 +57,7 @@ impl Engine {
             let ops = in_flight.into_iter().filter(|o| o.batch_id.as_deref() == Some(&key)).collect();
             return Ok(Some((key, ops)));
         }
-        let ops = self.select_batch(&st.store, skip)?;
+        let ops = self.select_batch(&*st.store, skip)?;
         if ops.is_empty() {
             return Ok(None);
         }
@@ -86,11 +77,11 @@ impl Engine {
     /// next batch is then taken as usual, and meets the same error there).
     pub(super) fn read_ahead(&self, skip: &HashSet<i64>) -> Option<Ahead> {
         let st = self.lock();
-        // Read before the ops: a commit of another connection after it, even before the ops were
-        // read, then shows as a change.
-        let read = st.store.data_version().and_then(|v| Ok((v, self.select_batch(&st.store, skip)?)));
+        // Read before the ops: a commit after it, even one before the ops were read, then shows
+        // as a change.
+        let read = st.store.data_version().and_then(|v| Ok((v, self.select_batch(&*st.store, skip)?)));
         match read {
-            Ok((data_version, ops)) if !ops.is_empty() => Some(Ahead { writes: st.store.writes, data_version, ops }),
+            Ok((data_version, ops)) if !ops.is_empty() => Some(Ahead { data_version, ops }),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(code = e.code().map(Code::as_str), "reading the next batch ahead failed");
@@ -102,7 +93,7 @@ impl Engine {
     /// Up to `batch_size` pending ops not in flight, the first of each record, in outbox order,
     /// within the server's body limit. An op that failed before goes alone; ops in `skip` wait
     /// for the next cycle.
-    fn select_batch(&self, store: &Store, skip: &HashSet<i64>) -> Result<Vec<OutboxOp>> {
+    fn select_batch(&self, store: &dyn LocalStore, skip: &HashSet<i64>) -> Result<Vec<OutboxOp>> {
         let limit = self.inner.batch_limit.load(std::sync::atomic::Ordering::Relaxed).max(1);
         let mut ops = store.next_ops(limit + skip.len())?;
         ops.retain(|o| !skip.contains(&o.seq));
@@ -137,12 +128,7 @@ impl Engine {
                 if state.is_held() {
                     // The server's answer for the old op id is final; a retry is a new op.
                     op.op_id = ids.new_uuid();
-                    if let Some(mut rec) = tx.record(&op.entity, &op.record_id)? {
-                        let before = counters(&rec);
-                        rec.failed += 1;
-                        tx.put_record(&rec)?;
-                        delta.track(before, &rec);
-                    }
+                    hold_on_record(tx, &op, &mut delta)?;
                 }
                 tx.update_op(&op)?;
             }
@@ -163,14 +149,8 @@ impl Engine {
             dead = 0;
             for op in ops {
                 let op = failed_attempt(op, err.to_string(), max);
-                if op.state == OpState::DeadLetter
-                    && let Some(mut rec) = tx.record(&op.entity, &op.record_id)?
-                {
+                if op.state == OpState::DeadLetter && hold_on_record(tx, &op, &mut delta)? {
                     dead += 1;
-                    let before = counters(&rec);
-                    rec.failed += 1;
-                    tx.put_record(&rec)?;
-                    delta.track(before, &rec);
                 }
                 tx.update_op(&op)?;
             }
@@ -179,4 +159,15 @@ impl Engine {
         self.apply_delta(&mut st, delta)?;
         Ok(dead)
     }
+}
+
+/// Counts one more held op on `op`'s record, noting the change in `delta`; `false` if the record
+/// is not there.
+fn hold_on_record(tx: &mut dyn StoreTx, op: &OutboxOp, delta: &mut Delta) -> Result<bool> {
+    let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else { return Ok(false) };
+    let before = counters(&rec);
+    rec.failed += 1;
+    tx.put_record(&rec)?;
+    delta.track(before, &rec);
+    Ok(true)
 }

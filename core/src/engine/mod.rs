@@ -23,7 +23,7 @@ use crate::api::{AuthProvider, SyncApi};
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, HlcClock, IdSource, SystemClock, V7Ids};
 use crate::policy::{MergePolicy, ReviewPolicy};
-use crate::store::{ConflictRecord, LocalRecord, LocalStore, OpState, StoreTx, Summary};
+use crate::store::{ConflictRecord, LocalRecord, LocalStore, OpState, Summary};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +124,7 @@ impl EngineBuilder {
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {
             inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    store: Store { inner: self.store, writes: 0 },
-                    hlc,
-                    summary,
-                    metrics: device.metrics,
-                }),
+                state: Mutex::new(State { store: self.store, hlc, summary, metrics: device.metrics }),
                 api: self.api,
                 auth: self.auth,
                 worker: worker::Signals::default(),
@@ -204,37 +199,10 @@ fn counters(r: &LocalRecord) -> (u32, u32, u32) {
 }
 
 struct State {
-    store: Store,
+    store: Box<dyn LocalStore>,
     hlc: HlcClock,
     summary: Summary,
     metrics: Metrics,
-}
-
-/// The device store, counting its write transactions: a batch read from the outbox ahead of time
-/// is still what the outbox holds as long as no transaction ran since.
-struct Store {
-    inner: Box<dyn LocalStore>,
-    writes: u64,
-}
-
-impl Store {
-    fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
-        self.writes += 1;
-        self.inner.transact(f)
-    }
-}
-
-impl std::ops::Deref for Store {
-    type Target = dyn LocalStore;
-    fn deref(&self) -> &Self::Target {
-        &*self.inner
-    }
-}
-
-impl std::ops::DerefMut for Store {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut *self.inner
-    }
 }
 
 impl Engine {

@@ -159,9 +159,8 @@ impl Engine {
     }
 
     /// Persists one batch's outcomes in one transaction. The next batch, read `ahead` while this
-    /// one was on the wire, is marked in flight in the same transaction if the outbox has not
-    /// changed since (no transaction of this engine ran, no other connection committed); it is
-    /// returned, to go out next.
+    /// one was on the wire, is marked in flight in the same transaction if nothing was written
+    /// to the store since (its data version did not move); it is returned, to go out next.
     fn apply_outcomes(
         &self,
         ops: &[OutboxOp],
@@ -175,7 +174,6 @@ impl Engine {
         let ids = &*self.inner.ids;
         let mut guard = self.lock();
         let super::State { store, hlc, metrics, .. } = &mut *guard;
-        let ahead = ahead.and_then(|a| a.unless_written(store.writes));
         let mut next_key = None;
         let mut counts = (0u64, 0u64, 0u64);
         let mut delta = Delta::default();

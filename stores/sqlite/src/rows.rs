@@ -144,11 +144,6 @@ pub(crate) fn set_device_state(conn: &Connection, s: &DeviceState) -> Result<()>
     Ok(())
 }
 
-pub(crate) fn data_version(conn: &Connection) -> Result<u64> {
-    let v: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-    Ok(v as u64)
-}
-
 pub(crate) fn max_outbox_hlc(conn: &Connection) -> Result<Option<Hlc>> {
     let max: Option<String> = conn.prepare_cached("SELECT MAX(hlc) FROM outbox")?.query_row([], |r| r.get(0))?;
     max.map(|h| h.parse()).transpose().map_err(|_| malformed("outbox.hlc"))

@@ -48,6 +48,8 @@ impl Default for Options {
 /// The device store: one SQLite file in WAL mode.
 pub struct SqliteStore {
     conn: Connection,
+    /// Transactions this store committed (SQLite's `data_version` counts only the others').
+    commits: u64,
     path: PathBuf,
     checkpointer: Option<Checkpointer>,
 }
@@ -109,7 +111,7 @@ impl SqliteStore {
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
         let checkpointer =
             if options.background_checkpoints { Some(Checkpointer::start(&conn, path, &options.wal)?) } else { None };
-        Ok(SqliteStore { conn, path: path.to_path_buf(), checkpointer })
+        Ok(SqliteStore { conn, commits: 0, path: path.to_path_buf(), checkpointer })
     }
 
     /// The store file's path.
@@ -145,7 +147,7 @@ fn move_aside(path: &Path, reason: String) -> Result<Error> {
 }
 
 macro_rules! impl_read {
-    ($t:ty, $conn:ident => $get:expr) => {
+    ($t:ty, $conn:ident => $get:expr, $commits:expr) => {
         impl StoreRead for $t {
             fn device_state(&self) -> CoreResult<DeviceState> {
                 let $conn = self;
@@ -153,7 +155,8 @@ macro_rules! impl_read {
             }
             fn data_version(&self) -> CoreResult<u64> {
                 let $conn = self;
-                Ok(rows::data_version($get)?)
+                let others = converge_sqlite_support::data_version($get).map_err(Error::from)?;
+                Ok((others as u64).wrapping_add($commits))
             }
             fn max_outbox_hlc(&self) -> CoreResult<Option<Hlc>> {
                 let $conn = self;
@@ -211,11 +214,11 @@ macro_rules! impl_read {
     };
 }
 
-impl_read!(SqliteStore, s => &s.conn);
-impl_read!(Tx<'_>, t => &t.0);
+impl_read!(SqliteStore, s => &s.conn, s.commits);
+impl_read!(Tx<'_>, t => &t.0, t.1);
 
-/// A write transaction of the store.
-struct Tx<'a>(rusqlite::Transaction<'a>);
+/// A write transaction of the store, with the store's commit count at its start.
+struct Tx<'a>(rusqlite::Transaction<'a>, u64);
 
 impl StoreTx for Tx<'_> {
     fn put_record(&mut self, record: &LocalRecord) -> CoreResult<()> {
@@ -270,9 +273,10 @@ impl LocalStore for SqliteStore {
             c.restart_if_due(&self.conn);
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::from)?;
-        let mut tx = Tx(tx);
+        let mut tx = Tx(tx, self.commits);
         f(&mut tx)?;
         tx.0.commit().map_err(Error::from)?;
+        self.commits = self.commits.wrapping_add(1);
         if let Some(c) = &self.checkpointer {
             c.committed();
         }

@@ -208,8 +208,8 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
 const PAUSE: Duration = Duration::from_millis(1);
 
 /// The database's `data_version` as this connection sees it: it changes when another
-/// connection commits.
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+/// connection commits (this one's own commits leave it as it is).
+pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 

@@ -5,5 +5,5 @@
 mod checkpoint;
 mod error;
 
-pub use checkpoint::{Checkpointer, WalOptions, busy, log_salt};
+pub use checkpoint::{Checkpointer, WalOptions, busy, data_version, log_salt};
 pub use error::{Error, Result};
