@@ -35,7 +35,8 @@ impl Lat {
     }
     pub(super) fn row(&self, name: &str, base: Option<&Lat>) {
         print!(
-            "  {name:<52} p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs  >0.5 ms {:>4}",
+            "  {name:<52} mean {:>6.1} µs  p50 {:>6.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs  >0.5 ms {:>4}",
+            self.0.mean() / 1000.0,
             self.q(0.5),
             self.q(0.99),
             self.q(0.999),

@@ -44,13 +44,18 @@ fn first<T>(conn: &Connection, sql: &str, p: impl rusqlite::Params, f: fn(&Row<'
 }
 
 fn record_from(r: &Row<'_>) -> Result<LocalRecord> {
+    let view = fields(&r.get::<_, String>(5)?)?;
     Ok(LocalRecord {
         entity: r.get(0)?,
         record_id: r.get(1)?,
         server_version: r.get::<_, i64>(2)? as u64,
-        server_fields: fields(&r.get::<_, String>(3)?)?,
+        // NULL: the confirmed fields are the view's (see `put_record`).
+        server_fields: match r.get::<_, Option<String>>(3)? {
+            Some(s) => fields(&s)?,
+            None => view.clone(),
+        },
         server_deleted: r.get(4)?,
-        fields: fields(&r.get::<_, String>(5)?)?,
+        fields: view,
         deleted: r.get(6)?,
         pending: r.get(7)?,
         conflicts: r.get(8)?,
@@ -230,6 +235,8 @@ pub(crate) fn conflict(conn: &Connection, id: i64) -> Result<Option<ConflictReco
     first(conn, &sql, params![id], conflict_from)
 }
 
+/// Writes a record row. Its confirmed fields are stored as NULL when they equal the view's, as
+/// they do for every record with nothing pending: the row holds its fields once.
 pub(crate) fn put_record(conn: &Connection, r: &LocalRecord, replace: bool) -> Result<bool> {
     let sql = if replace {
         "INSERT OR REPLACE INTO records (entity, record_id, server_version, server_fields, server_deleted, fields, \
@@ -242,7 +249,7 @@ pub(crate) fn put_record(conn: &Connection, r: &LocalRecord, replace: bool) -> R
         r.entity,
         r.record_id,
         r.server_version as i64,
-        json(&r.server_fields),
+        (r.server_fields != r.fields).then(|| json(&r.server_fields)),
         r.server_deleted,
         json(&r.fields),
         r.deleted,
@@ -333,7 +340,7 @@ pub(crate) fn confirm_sole_op(
     // open conflict or a held op takes the general path.
     let confirmed = conn
         .prepare_cached(
-            "UPDATE records SET server_version = ?3, server_fields = fields, server_deleted = deleted, pending = 0 \
+            "UPDATE records SET server_version = ?3, server_fields = NULL, server_deleted = deleted, pending = 0 \
              WHERE entity = ?1 AND record_id = ?2 AND pending = 1 AND conflicts = 0 AND failed = 0 \
              AND server_version < ?3",
         )?

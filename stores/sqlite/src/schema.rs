@@ -87,13 +87,37 @@ CREATE TABLE resync_unseen (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: `records.server_fields` may be NULL, which means "the same as `fields`": the usual
+/// synced record (no pending op) stored its fields twice, and the acknowledgement of an op
+/// copied them within the row, growing it. SQLite cannot drop a NOT NULL in place, so the table
+/// is rebuilt (in the migration's transaction), each row's copy replaced by NULL where equal.
+const V4: &str = "
+CREATE TABLE records_v4 (
+    entity TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    server_version INTEGER NOT NULL,
+    server_fields TEXT,
+    server_deleted INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    pending INTEGER NOT NULL,
+    conflicts INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (entity, record_id)
+) WITHOUT ROWID;
+INSERT INTO records_v4 SELECT entity, record_id, server_version, NULLIF(server_fields, fields), server_deleted,
+    fields, deleted, pending, conflicts, failed FROM records;
+DROP TABLE records;
+ALTER TABLE records_v4 RENAME TO records;
+";
+
 /// All migrations, oldest first. Append; never edit a released one.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: i64 = 3;
+pub(crate) const LATEST: i64 = 4;
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,7 @@ fn a_newer_schema_is_refused() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = SqliteStore::open(&path).unwrap_err();
-    assert!(matches!(err, Error::TooNew { found: 99, known: 3 }), "{err:?}");
+    assert!(matches!(err, Error::TooNew { found: 99, known: 4 }), "{err:?}");
 }
 
 #[test]
@@ -68,6 +68,63 @@ fn a_version_1_file_migrates_its_refused_ops_to_dead_letters() {
     assert_eq!(held[0].state, converge_core::store::OpState::DeadLetter);
     assert_eq!((e.status().pending, e.status().dead_letters), (0, 1));
     assert_eq!(e.metrics().cycles, 0);
+}
+
+#[test]
+fn a_version_3_file_keeps_confirmed_fields_once_where_they_equal_the_view() {
+    use converge_core::store::{LocalStore, StoreRead};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    drop(SqliteStore::open(&path).unwrap());
+    // Turn the file back into version 3 (confirmed fields NOT NULL, stored in full) with a
+    // synced record (confirmed = view) and one with a pending edit (confirmed != view).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        r#"DROP TABLE records;
+        CREATE TABLE records (entity TEXT NOT NULL, record_id TEXT NOT NULL, server_version INTEGER NOT NULL,
+            server_fields TEXT NOT NULL, server_deleted INTEGER NOT NULL, fields TEXT NOT NULL,
+            deleted INTEGER NOT NULL, pending INTEGER NOT NULL, conflicts INTEGER NOT NULL,
+            failed INTEGER NOT NULL, PRIMARY KEY (entity, record_id)) WITHOUT ROWID;
+        INSERT INTO records VALUES ('notes', 'synced', 3, '{"t":"a"}', 0, '{"t":"a"}', 0, 0, 0, 0);
+        INSERT INTO records VALUES ('notes', 'edited', 2, '{"t":"old"}', 0, '{"t":"new"}', 0, 1, 0, 0);
+        PRAGMA user_version = 3;"#,
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    let synced = store.record("notes", "synced").unwrap().unwrap();
+    assert_eq!(
+        (synced.server_version, &synced.server_fields, &synced.fields),
+        (3, &obj(json!({"t": "a"})), &obj(json!({"t": "a"})))
+    );
+    let edited = store.record("notes", "edited").unwrap().unwrap();
+    assert_eq!(edited.server_fields, obj(json!({"t": "old"})));
+    assert_eq!(edited.fields, obj(json!({"t": "new"})));
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let stored: Vec<Option<String>> = conn
+        .prepare("SELECT server_fields FROM records ORDER BY record_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, [Some(r#"{"t":"old"}"#.to_owned()), None], "the synced record's copy is gone");
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    // A new edit of the synced record keeps its confirmed fields apart again.
+    drop(conn);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .transact(&mut |tx| {
+            let mut rec = tx.record("notes", "synced")?.expect("the record");
+            rec.fields = obj(json!({"t": "b"}));
+            rec.pending = 1;
+            tx.put_record(&rec)
+        })
+        .unwrap();
+    let synced = store.record("notes", "synced").unwrap().unwrap();
+    assert_eq!((synced.server_fields, synced.fields), (obj(json!({"t": "a"})), obj(json!({"t": "b"}))));
 }
 
 #[test]
