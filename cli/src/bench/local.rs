@@ -26,6 +26,10 @@ impl Lat {
     pub(super) fn record(&mut self, d: Duration) {
         let _ = self.0.record((d.as_nanos() as u64).max(1));
     }
+    /// Writes per second at this latency's mean (the timed transactions only).
+    pub(super) fn rate(&self) -> f64 {
+        1e9 / self.0.mean().max(1.0)
+    }
     pub(super) fn q(&self, q: f64) -> f64 {
         self.0.value_at_quantile(q) as f64 / 1000.0
     }
@@ -63,7 +67,7 @@ fn idle(i: u64, pace: bool) {
 }
 
 /// The baseline: a raw rusqlite transaction inserting the same record row and outbox row.
-fn raw_baseline(path: &Path, n: u64, autocheckpoint: bool, pace: bool) -> Result<Lat> {
+pub(super) fn raw_baseline(path: &Path, n: u64, autocheckpoint: bool, pace: bool) -> Result<Lat> {
     drop(SqliteStore::open_with(path, Options { background_checkpoints: false, ..Options::default() })?);
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

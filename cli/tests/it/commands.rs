@@ -112,9 +112,21 @@ fn the_demo_runs_and_converges() {
 fn bench_prints_figures_and_ratios() {
     let args = ["bench", "--only", "local,push,e2e", "--writes", "200", "--rounds", "1", "--ops", "200"];
     let out = converge(bin(), &args).unwrap();
-    for needle in
-        ["p99.9", ">0.5 ms", "baseline", "×", "batch  50", "batch 500", "ops/s", "pull", "round trips", "whole cycle"]
-    {
+    let needles = [
+        "mean",
+        "p99.9",
+        ">0.5 ms",
+        "baseline",
+        "×",
+        "batch  50",
+        "batch 500",
+        "ops/s",
+        "pull",
+        "round trips",
+        "whole cycle",
+        "the write leg's ceiling",
+    ];
+    for needle in needles {
         assert!(out.contains(needle), "bench output lacks {needle:?}:\n{out}");
     }
 }
