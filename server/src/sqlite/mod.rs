@@ -3,6 +3,7 @@
 //! async service never blocks its runtime.
 
 mod compact;
+mod meta;
 mod rows;
 mod schema;
 

@@ -1,10 +1,8 @@
 //! Reading and writing the store's rows inside a connection or transaction: records, op results,
 //! idempotency keys and the per-tenant counter.
 
-use std::collections::BTreeMap;
-
 use converge_core::Scope;
-use converge_core::check::{FieldMeta, StoredRecord};
+use converge_core::check::StoredRecord;
 use converge_core::hlc::Hlc;
 use converge_core::server_store::{FeedPage, StoredPush};
 use converge_core::wire::{Change, OpOutcome, PushResponse};
@@ -142,7 +140,7 @@ pub(crate) fn load_record(
     let Some((version, fields, meta, deleted, deleted_hlc)) = row else {
         return Ok(None);
     };
-    let meta: BTreeMap<String, FieldMeta> = serde_json::from_str(&meta)?;
+    let meta = super::meta::decode(&meta)?;
     let deleted_hlc =
         deleted_hlc.map(|h| h.parse::<Hlc>().map_err(|_| Error::Corrupt("records.deleted_hlc"))).transpose()?;
     Ok(Some(StoredRecord {
@@ -172,7 +170,7 @@ pub(crate) fn save_record(conn: &Connection, tenant: &str, rec: &StoredRecord, s
         rec.record_id,
         to_i64(rec.version, "version")?,
         serde_json::to_string(&rec.fields)?,
-        serde_json::to_string(&rec.meta)?,
+        super::meta::encode(&rec.meta)?,
         rec.deleted,
         rec.deleted_hlc.as_ref().map(Hlc::to_string),
         seq,
