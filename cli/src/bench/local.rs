@@ -59,6 +59,15 @@ impl Lat {
     }
 }
 
+/// Shows how far a long leg got on one line of a terminal; where standard error is not a
+/// terminal (a log, a pipe shared with the figures), nothing, so the figures stay whole.
+fn progress(line: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line:40}\r");
+    }
+}
+
 /// App-like bursts: a short idle pause after every 200 writes (not timed).
 fn idle(i: u64, pace: bool) {
     if pace && i % 200 == 199 {
@@ -140,9 +149,9 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
             lats[1].merge(&raw_baseline(&p("raw-off"), n, false, pace)?)?;
             lats[2].merge(&engine_puts(&p("engine-inline"), n, false, pace)?)?;
             lats[3].merge(&engine_puts(&p("engine"), n, true, pace)?)?;
-            eprint!("\r  round {}/{} done", round + 1, rounds);
+            progress(&format!("  round {}/{} done", round + 1, rounds));
         }
-        eprint!("\r{:40}\r", "");
+        progress("");
         for (i, (name, lat)) in names.iter().zip(&lats).enumerate() {
             lat.row(name, (i > 0).then_some(&lats[0]));
         }
