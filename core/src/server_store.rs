@@ -48,9 +48,6 @@ pub struct CompactStats {
 /// The server's persistence. Every method is scoped to one tenant; no call sees another's data.
 #[async_trait]
 pub trait ServerStore: Send + Sync {
-    /// The response stored for (tenant, user, key), if any.
-    async fn stored_push(&self, scope: &Scope, key: &str) -> Result<Option<StoredPush>>;
-
     /// Applies a batch in one transaction. For each mutation in order: an op id seen before (in
     /// this tenant) answers its stored outcome and changes nothing; otherwise
     /// [`crate::check::decide`] decides, an applied change takes the next number of the tenant's

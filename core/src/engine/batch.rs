@@ -29,13 +29,18 @@ impl Ahead {
 
     /// The ops' outbox positions.
     pub(super) fn seqs(&self) -> Vec<i64> {
-        self.ops.iter().map(|o| o.seq).collect()
+        seqs(&self.ops)
     }
 
     /// The ops under batch `key`, in flight.
     pub(super) fn into_batch(self, key: String) -> (String, Vec<OutboxOp>) {
         mark(self.ops, key)
     }
+}
+
+/// The outbox positions of `ops`.
+fn seqs(ops: &[OutboxOp]) -> Vec<i64> {
+    ops.iter().map(|o| o.seq).collect()
 }
 
 /// `ops` under batch `key`, in flight.
@@ -62,7 +67,7 @@ impl Engine {
             return Ok(None);
         }
         let (key, ops) = mark(ops, self.inner.ids.new_uuid().to_string());
-        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+        let seqs = seqs(&ops);
         st.store.transact(&mut |tx| {
             tx.mark_in_flight(&seqs, &key)?;
             crash::point("batch.before_commit");

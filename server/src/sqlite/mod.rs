@@ -158,6 +158,13 @@ impl SqliteServerStore {
         tokio::task::spawn_blocking(move || this.write(f)).await.map_err(|e| Error::Task(e.to_string()))?
     }
 
+    /// The response stored for (scope's tenant and user, key), if any: for tests and inspection
+    /// (a push finds a stored key inside its own transaction, see [`ServerStore::apply_batch`]).
+    pub async fn stored_push(&self, scope: &Scope, key: &str) -> Result<Option<StoredPush>> {
+        let (scope, key) = (scope.clone(), key.to_owned());
+        self.read(move |conn| rows::stored_push(conn, &scope, &key)).await
+    }
+
     /// A tenant's figures (blocking: a short read).
     pub fn stats(&self, tenant: &str) -> Result<TenantStats> {
         self.with_conn(|conn| {
@@ -292,11 +299,6 @@ fn apply_batch(
 
 #[async_trait]
 impl ServerStore for SqliteServerStore {
-    async fn stored_push(&self, scope: &Scope, key: &str) -> converge_core::Result<Option<StoredPush>> {
-        let (scope, key) = (scope.clone(), key.to_owned());
-        Ok(self.read(move |conn| rows::stored_push(conn, &scope, &key)).await?)
-    }
-
     async fn apply_batch(
         &self,
         scope: &Scope,

@@ -206,10 +206,6 @@ struct StaleHorizon(Arc<dyn ServerStore>);
 
 #[async_trait]
 impl ServerStore for StaleHorizon {
-    async fn stored_push(&self, scope: &Scope, key: &str) -> converge_core::Result<Option<StoredPush>> {
-        self.0.stored_push(scope, key).await
-    }
-
     async fn apply_batch(
         &self,
         scope: &Scope,

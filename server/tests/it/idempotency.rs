@@ -64,10 +64,6 @@ struct GatedStore {
 
 #[async_trait]
 impl ServerStore for GatedStore {
-    async fn stored_push(&self, scope: &Scope, key: &str) -> converge_core::Result<Option<StoredPush>> {
-        self.inner.stored_push(scope, key).await
-    }
-
     async fn apply_batch(
         &self,
         scope: &Scope,
@@ -153,10 +149,6 @@ struct FlakyStore {
 
 #[async_trait]
 impl ServerStore for FlakyStore {
-    async fn stored_push(&self, _scope: &Scope, _key: &str) -> converge_core::Result<Option<StoredPush>> {
-        Ok(None)
-    }
-
     async fn apply_batch(
         &self,
         scope: &Scope,
