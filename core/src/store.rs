@@ -244,8 +244,9 @@ pub trait StoreTx: StoreRead {
     /// Removes an op (by seq).
     fn remove_op(&mut self, seq: i64) -> Result<()>;
     /// The server accepted the op `seq` of a record at `version`. When that op is the record's
-    /// only outbox op, the record has no open conflict or held op, and its confirmed version is
-    /// below `version`, the view is exactly the confirmed state with that op applied: the view
+    /// only outbox op, the record has no open conflict or held op, and `version` is the one right
+    /// after its confirmed version (the server applied the op on the state the device holds),
+    /// the view is exactly the server's state at `version`: the view
     /// becomes the confirmed state at `version` (no fields are read or written), the op is
     /// removed and `true` returned. Otherwise nothing changes and `false` is returned, for the
     /// caller to take the general path.

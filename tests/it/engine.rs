@@ -1,6 +1,6 @@
 //! The engine against the real `SyncService` on a SQLite file: lost requests and responses,
-//! rebasing behind an op in flight, an edit while a batch is on the wire, conflicts that fold
-//! later edits, refused ops.
+//! rebasing behind an op in flight (and not past others' changes), an edit while a batch is on
+//! the wire, conflicts that fold later edits, refused ops.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -164,6 +164,60 @@ async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_s
     assert_eq!(j.outcome, "take_server");
     assert_eq!(j.losing["body"], json!("a2"));
     assert_eq!(a.get("notes", "n").unwrap().unwrap().state, RecordState::Synced);
+}
+
+/// Seed 11730 of the simulation, reduced: a's edit of the body failed with a server error, so
+/// a's next edit (the title) queued behind it on the same base. Meanwhile b changed the title.
+/// The body is accepted at v3, not right after the v1 a holds: a does not know v2, so the title
+/// edit keeps its base and meets b's title as a conflict instead of silently overwriting it.
+#[tokio::test]
+async fn an_edit_queued_behind_an_op_accepted_over_others_changes_is_checked_against_them() {
+    let w = World::new(Limits::default());
+    let ((a, fa), (b, _)) = (w.device("a"), w.device("b"));
+    a.put("notes", "n", obj(json!({"title": "t0", "body": "b0"}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.patch("notes", "n", obj(json!({"body": "a body"}))).unwrap();
+    fa.server_errors.store(1, Ordering::SeqCst);
+    assert!(a.sync_once().await.is_err());
+    a.patch("notes", "n", obj(json!({"title": "a title"}))).unwrap();
+    assert_eq!(a.status().pending, 2, "the title waits behind the failed op instead of folding into it");
+    b.patch("notes", "n", obj(json!({"title": "b title"}))).unwrap();
+    b.sync_once().await.unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.conflicts), (1, 1));
+    let on_server = w.api().record("notes", "n").await.unwrap();
+    assert_eq!(on_server.fields["title"], json!("b title"), "b's title is not overwritten unseen");
+    assert_eq!(on_server.fields["body"], json!("a body"));
+    let open = a.conflicts().unwrap();
+    assert_eq!(open.len(), 1, "a's title waits for review beside b's");
+    assert_eq!(open[0].local["title"], json!("a title"));
+    assert_eq!(open[0].server["title"], json!("b title"));
+}
+
+/// An op accepted over others' changes, then the pull fails: the device keeps the version it
+/// knows, so the user's next edit (made without seeing b's title) is checked against b's change.
+#[tokio::test]
+async fn a_device_never_claims_a_version_it_has_not_seen() {
+    let w = World::new(Limits::default());
+    let ((a, fa), (b, _)) = (w.device("a"), w.device("b"));
+    a.put("notes", "n", obj(json!({"title": "t0", "body": "b0"}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.patch("notes", "n", obj(json!({"body": "a body"}))).unwrap();
+    b.patch("notes", "n", obj(json!({"title": "b title"}))).unwrap();
+    b.sync_once().await.unwrap();
+    fa.drop_pulls.store(1, Ordering::SeqCst);
+    assert!(a.sync_once().await.is_err(), "the push went through, the pull did not");
+    assert_eq!(w.api().record("notes", "n").await.unwrap().version, 3);
+    let seen = a.get("notes", "n").unwrap().unwrap();
+    assert_eq!(seen.version, 1, "v2 (b's title) never reached a");
+    assert_eq!((seen.fields["title"].clone(), seen.fields["body"].clone()), (json!("t0"), json!("a body")));
+    a.patch("notes", "n", obj(json!({"title": "a title"}))).unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!((report.accepted, report.conflicts), (0, 1));
+    assert_eq!(w.api().record("notes", "n").await.unwrap().fields["title"], json!("b title"));
+    assert_eq!(a.conflicts().unwrap()[0].local["title"], json!("a title"));
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! A `SyncApi` decorator that loses requests or responses on demand, or runs a step of the test
+//! A `SyncApi` decorator that loses requests, responses or pulls, or fails pushes with a server
+//! error, on demand, or runs a step of the test
 //! while a push is on the wire.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,10 @@ pub(crate) struct Faulty {
     inner: Arc<dyn SyncApi>,
     pub(crate) drop_requests: AtomicU32,
     pub(crate) drop_responses: AtomicU32,
+    /// Pushes answered with a server error (500) without being applied.
+    pub(crate) server_errors: AtomicU32,
+    /// Pulls that are lost.
+    pub(crate) drop_pulls: AtomicU32,
     pub(crate) replays: AtomicU32,
     pub(crate) offline: std::sync::atomic::AtomicBool,
     /// Runs once, while the next push is on the wire (after the engine had a turn to run).
@@ -25,6 +30,8 @@ impl Faulty {
             inner,
             drop_requests: AtomicU32::new(0),
             drop_responses: AtomicU32::new(0),
+            server_errors: AtomicU32::new(0),
+            drop_pulls: AtomicU32::new(0),
             replays: AtomicU32::new(0),
             offline: Default::default(),
             during_push: Mutex::new(None),
@@ -42,6 +49,9 @@ impl SyncApi for Faulty {
         if self.offline.load(Ordering::SeqCst) || take(&self.drop_requests) {
             return Err(Error::Offline("request lost".into()));
         }
+        if take(&self.server_errors) {
+            return Err(Error::Api(converge_core::ApiError::new(converge_core::Code::Internal, "server error")));
+        }
         let step = self.during_push.lock().unwrap().take();
         if let Some(step) = step {
             tokio::task::yield_now().await;
@@ -58,7 +68,7 @@ impl SyncApi for Faulty {
     }
 
     async fn pull(&self, req: PullRequest) -> Result<PullResponse> {
-        if self.offline.load(Ordering::SeqCst) {
+        if self.offline.load(Ordering::SeqCst) || take(&self.drop_pulls) {
             return Err(Error::Offline("offline".into()));
         }
         self.inner.pull(req).await

@@ -8,12 +8,17 @@ use super::{Delta, Engine, counters};
 use crate::crash;
 use crate::error::{Code, Error, Result};
 use crate::model::json_size;
-use crate::store::{LocalStore, OpState, OutboxOp, StoreTx};
+use crate::store::{LocalStore, OpState, OutboxOp, StoreRead, StoreTx};
 
 /// The next batch, read while the one before it was on the wire. Its ops are the first of their
 /// records, so the previous batch's acks (which touch only that batch's records) leave them as
 /// they are; any other write since might not (a local write absorbs into an unsent op), so the
-/// batch is only used if the store's data version has not moved since it was read.
+/// batch is only used if each of its ops is still its record's first op, exactly as read.
+///
+/// The store's data version is a shortcut: unmoved, nothing was written and the ops are as read.
+/// It also moves on commits that change no row the engine reads (a background checkpointer
+/// starting the log over), so when it moved the ops are compared: whether the batch is kept
+/// depends on the store's contents only, never on what another thread did when.
 pub(super) struct Ahead {
     /// The store's [`data_version`](crate::store::StoreRead::data_version) before it was read.
     data_version: u64,
@@ -21,10 +26,17 @@ pub(super) struct Ahead {
 }
 
 impl Ahead {
-    /// Whether nothing was written since the batch was read, `data_version` being read in the
-    /// transaction that is to mark it.
-    pub(super) fn still_current(&self, data_version: u64) -> bool {
-        self.data_version == data_version
+    /// Whether every op is still as it was read, `tx` being the transaction that is to mark them.
+    pub(super) fn still_current(&self, tx: &dyn StoreRead) -> Result<bool> {
+        if tx.data_version()? == self.data_version {
+            return Ok(true);
+        }
+        for op in &self.ops {
+            if tx.record_ops(&op.entity, &op.record_id)?.first() != Some(op) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The ops' outbox positions.

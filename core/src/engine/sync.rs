@@ -9,8 +9,8 @@ use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
 use crate::api::SyncApi;
 use crate::crash;
 use crate::error::{Code, Error, ErrorClass, Result};
-use crate::model::{Op, apply_patch};
-use crate::store::{OpState, OutboxOp};
+use crate::model::{CheckMode, Op, Version, apply_patch};
+use crate::store::{LocalRecord, OpState, OutboxOp};
 use crate::wire::{Change, Mutation, OpOutcome, PullRequest, PushBatch, PushRequest, PushResponse};
 
 impl Engine {
@@ -203,22 +203,9 @@ impl Engine {
                     Some(OpOutcome::Accepted(a)) => {
                         tx.remove_op(op.seq)?;
                         rec.pending -= 1;
-                        // A feed page already at (or past) the op's version holds its effect, as
-                        // the server applied it (an op answered late, after a server error).
-                        if a.version > rec.server_version {
-                            if op.op == Op::Delete {
-                                rec.server_fields.clear();
-                                rec.server_deleted = true;
-                            } else {
-                                apply_patch(&mut rec.server_fields, &op.patch);
-                                rec.server_deleted = false;
-                            }
-                            rec.server_version = a.version;
-                        }
                         let mut later =
                             if rec.pending > 0 { tx.record_ops(&op.entity, &op.record_id)? } else { Vec::new() };
-                        for l in later.iter_mut().filter(|l| l.base_version == op.base_version) {
-                            l.base_version = a.version;
+                        for l in confirm_accepted(&mut rec, op, a.version, &mut later) {
                             tx.update_op(l)?;
                         }
                         derive_view(&mut rec, &later);
@@ -267,7 +254,7 @@ impl Engine {
             device.metrics = m.clone();
             tx.set_device_state(&device)?;
             if let Some(a) = &ahead
-                && a.still_current(tx.data_version()?)
+                && a.still_current(&*tx)?
             {
                 let key = ids.new_uuid().to_string();
                 tx.mark_in_flight(&a.seqs(), &key)?;
@@ -399,6 +386,52 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// Takes an accepted op into the record's confirmed state and returns the later ops of the
+/// record that were rebased on the answer's version, for the caller to write.
+///
+/// A version is only ever claimed with the state it names: the base an op carries is what the
+/// server checks it against, so a base claimed without its state would let the op silently
+/// overwrite changes the user never saw. The server applied the op on the version right before
+/// the answer's, so:
+/// - the record's confirmed state moves to the answer's version when the device held the version
+///   before it (that state plus the op is the server's); otherwise others changed the record in
+///   between: the op's effect joins the confirmed fields (the user's knowledge, the base a merge
+///   starts from), the version stays, and the pull brings the server's state;
+/// - a later op moves to the answer's version when it was made on the version before it (it saw
+///   that state with this op on top, which is now the server's); otherwise it keeps its base, so
+///   the server checks it against the changes it never saw.
+///
+/// Under `lww` the server orders writes by HLC and never reads a base: there the version is
+/// claimed and later ops of the op's base move on regardless (an update after a create needs a
+/// base of at least 1). A feed page already at (or past) the answer's version holds the op's
+/// effect as the server applied it (an op answered late, after a server error) and stays.
+pub(super) fn confirm_accepted<'a>(
+    rec: &mut LocalRecord,
+    op: &'a OutboxOp,
+    version: Version,
+    later: &'a mut [OutboxOp],
+) -> impl Iterator<Item = &'a OutboxOp> + 'a {
+    let lww = op.check == CheckMode::Lww;
+    if version > rec.server_version {
+        if op.op == Op::Delete {
+            rec.server_fields.clear();
+            rec.server_deleted = true;
+        } else {
+            apply_patch(&mut rec.server_fields, &op.patch);
+            rec.server_deleted = false;
+        }
+        if version == rec.server_version + 1 || lww {
+            rec.server_version = version;
+        }
+    }
+    later.iter_mut().filter(move |l| version == l.base_version + 1 || (lww && l.base_version == op.base_version)).map(
+        move |l| {
+            l.base_version = version;
+            &*l
+        },
+    )
 }
 
 /// An op put back after a send that got no final answer: one more attempt, and a dead letter

@@ -342,7 +342,7 @@ pub(crate) fn confirm_sole_op(
         .prepare_cached(
             "UPDATE records SET server_version = ?3, server_fields = NULL, server_deleted = deleted, pending = 0 \
              WHERE entity = ?1 AND record_id = ?2 AND pending = 1 AND conflicts = 0 AND failed = 0 \
-             AND server_version < ?3",
+             AND server_version + 1 = ?3",
         )?
         .execute(params![entity, record_id, version as i64])?;
     if confirmed == 0 {
