@@ -25,4 +25,4 @@ echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 ./scripts/build-plugins.sh
 
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

@@ -2,6 +2,7 @@
 //! service (SQLite server store on disk) in-process, through a fault-injecting `SyncApi`; and the
 //! policy test harness against the engine.
 
+mod counters;
 mod deps;
 mod engine;
 mod faults;

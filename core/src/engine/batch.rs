@@ -183,7 +183,7 @@ impl Engine {
 fn hold_on_record(tx: &mut dyn StoreTx, op: &OutboxOp, delta: &mut Delta) -> Result<bool> {
     let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else { return Ok(false) };
     let before = counters(&rec);
-    rec.failed += 1;
+    rec.op_held();
     tx.put_record(&rec)?;
     delta.track(before, &rec);
     Ok(true)

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::write::derive_view;
 use super::{Delta, Engine, counters};
 use crate::error::{Error, Result};
-use crate::store::{ConflictRecord, OpState, OutboxOp, StoreTx};
+use crate::store::{ConflictRecord, LocalRecord, OpState, OutboxOp, StoreTx};
 
 impl Engine {
     /// The held ops, oldest first: each with its state (`dead_letter` or `needs_action`), its
@@ -18,7 +18,8 @@ impl Engine {
     /// Sends a held op again, as the next sync's work: its attempts start over. (An op refused
     /// for good was given a new op id when it was refused, so the server judges it afresh.)
     pub fn retry_op(&self, op_id: Uuid) -> Result<()> {
-        self.change_held(op_id, &mut |tx, op| {
+        self.change_held(op_id, &mut |tx, op, rec| {
+            rec.op_unheld()?;
             let mut op = op.clone();
             op.state = OpState::Pending;
             op.attempts = 0;
@@ -34,8 +35,9 @@ impl Engine {
     /// and the record's view goes back to the server's state plus its other ops.
     pub fn discard_op(&self, op_id: Uuid) -> Result<()> {
         let now = self.inner.clock.now_ms();
-        self.change_held(op_id, &mut |tx, op| {
+        self.change_held(op_id, &mut |tx, op, rec| {
             tx.remove_op(op.seq)?;
+            rec.op_removed(op.state)?;
             tx.insert_conflict(&ConflictRecord {
                 id: 0,
                 entity: op.entity.clone(),
@@ -60,8 +62,13 @@ impl Engine {
         })
     }
 
-    /// Runs `f` on a held op in one transaction, then fixes its record's counters and view.
-    fn change_held(&self, op_id: Uuid, f: &mut dyn FnMut(&mut dyn StoreTx, &OutboxOp) -> Result<()>) -> Result<()> {
+    /// Runs `f` on a held op and its record (whose counters `f` keeps) in one transaction, then
+    /// derives the record's view.
+    fn change_held(
+        &self,
+        op_id: Uuid,
+        f: &mut dyn FnMut(&mut dyn StoreTx, &OutboxOp, &mut LocalRecord) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.lock();
         let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
@@ -74,10 +81,8 @@ impl Engine {
                 return Err(Error::Fatal("an outbox op without its record".into()));
             };
             let before = counters(&rec);
-            f(tx, &op)?;
-            rec.failed -= 1;
+            f(tx, &op, &mut rec)?;
             let ops = tx.record_ops(&op.entity, &op.record_id)?;
-            rec.pending = ops.len() as u32;
             derive_view(&mut rec, &ops);
             if ops.is_empty() && rec.server_version == 0 && rec.conflicts == 0 {
                 tx.remove_record(&rec.entity, &rec.record_id)?;

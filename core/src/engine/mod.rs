@@ -1,6 +1,7 @@
 //! The client engine: local reads and writes on the device store, sync cycles, status.
 
 mod batch;
+mod counters;
 mod held;
 mod metrics;
 mod resolve;

@@ -43,7 +43,7 @@ impl Engine {
                 Choice::KeepLocal => Resolution::TakeLocal,
                 Choice::Merged(f) => Resolution::Merged { fields: f.clone(), notice: "merged by the user".into() },
             };
-            rec.conflicts = rec.conflicts.saturating_sub(1);
+            rec.conflict_closed()?;
             if !apply_resolution(tx, &mut rec, &mut conflict, resolution, hlc, check, now, ids)? {
                 return Err(Error::InvalidInput(conflict.reason.clone()));
             }
@@ -79,9 +79,6 @@ pub(super) fn settle_conflict(
     let mut local_hlc = op.hlc.clone();
     for later in tx.record_ops(&op.entity, &op.record_id)? {
         local_hlc = local_hlc.max(later.hlc.clone());
-        if later.state.is_held() {
-            rec.failed = rec.failed.saturating_sub(1);
-        }
         if later.op == Op::Delete {
             kind = Op::Delete;
             local.clear();
@@ -92,7 +89,7 @@ pub(super) fn settle_conflict(
             }
         }
         tx.remove_op(later.seq)?;
-        rec.pending -= 1;
+        rec.op_removed(later.state)?;
     }
     // Later local writes must order after what the server has seen.
     if let Some(latest) = c.server.meta.values().map(|m| &m.hlc).max() {
@@ -137,7 +134,7 @@ pub(super) fn settle_conflict(
         trace_id: trace_id.to_owned(),
     };
     if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, policy.check_mode(), now, ids)? {
-        rec.conflicts += 1;
+        rec.conflict_opened();
     }
     tx.insert_conflict(&conflict)?;
     let ops = tx.record_ops(&op.entity, &op.record_id)?;

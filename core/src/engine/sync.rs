@@ -202,7 +202,7 @@ impl Engine {
                 match outcome {
                     Some(OpOutcome::Accepted(a)) => {
                         tx.remove_op(op.seq)?;
-                        rec.pending -= 1;
+                        rec.op_removed(op.state)?;
                         let mut later =
                             if rec.pending > 0 { tx.record_ops(&op.entity, &op.record_id)? } else { Vec::new() };
                         for l in confirm_accepted(&mut rec, op, a.version, &mut later) {
@@ -214,7 +214,7 @@ impl Engine {
                         counts.1 += 1;
                         m.acknowledged(&op.entity, true, op.created_ms, now, op.attempts);
                         tx.remove_op(op.seq)?;
-                        rec.pending -= 1;
+                        rec.op_removed(op.state)?;
                         let policy = self.policy_for(&op.entity);
                         settle_conflict(tx, &mut rec, op, c, policy.as_ref(), hlc, now, &report.trace_id, ids)?;
                     }
@@ -231,7 +231,7 @@ impl Engine {
                         let mut held = unsent(op, state, format!("{}: {}", r.code, r.message));
                         held.op_id = ids.new_uuid();
                         tx.update_op(&held)?;
-                        rec.failed += 1;
+                        rec.op_held();
                     }
                     other => {
                         let error = match other {
@@ -241,7 +241,7 @@ impl Engine {
                         let op = failed_attempt(op, error, max);
                         if op.state == OpState::DeadLetter {
                             counts.2 += 1;
-                            rec.failed += 1;
+                            rec.op_held();
                         }
                         tx.update_op(&op)?;
                     }

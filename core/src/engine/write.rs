@@ -66,11 +66,11 @@ impl Engine {
                 let mut rec = new_local(entity, record_id);
                 rec.fields = strip_nulls(f);
                 check_size(&rec.fields)?;
-                rec.pending = 1;
+                // The row goes in counting the create that follows it.
+                rec.op_added();
                 if tx.insert_new_record(&rec)? {
-                    rec.pending = 0;
                     let patch = rec.fields.clone();
-                    append(tx, &mut rec, Op::Create, patch, &hlc, check, now, ids)?;
+                    tx.insert_op(&new_op(&rec, Op::Create, patch, &hlc, check, now, ids))?;
                     delta = 1;
                     out = Some(RecordView::from(&rec));
                     crate::crash::point("write.before_commit");
@@ -194,8 +194,7 @@ pub(super) fn enqueue(
             }
             (Op::Create, Op::Delete) => {
                 tx.remove_op(last.seq)?;
-                rec.pending -= 1;
-                rec.failed -= u32::from(was_held);
+                rec.op_removed(last.state)?;
                 if rec.pending == 0 && rec.server_version == 0 && rec.conflicts == 0 && rec.failed == 0 {
                     tx.remove_record(&rec.entity, &rec.record_id)?;
                     return Ok(false);
@@ -208,7 +207,7 @@ pub(super) fn enqueue(
             last.state = OpState::Pending;
             last.attempts = 0;
             last.last_error = None;
-            rec.failed -= 1;
+            rec.op_unheld()?;
         }
         last.hlc = hlc.clone();
         last.check = check;
@@ -229,7 +228,22 @@ fn append(
     now_ms: u64,
     ids: &dyn IdSource,
 ) -> Result<()> {
-    tx.insert_op(&OutboxOp {
+    tx.insert_op(&new_op(rec, op, patch, hlc, check, now_ms, ids))?;
+    rec.op_added();
+    Ok(())
+}
+
+/// A new pending op of `rec`, made on its confirmed version.
+fn new_op(
+    rec: &LocalRecord,
+    op: Op,
+    patch: Fields,
+    hlc: &Hlc,
+    check: CheckMode,
+    now_ms: u64,
+    ids: &dyn IdSource,
+) -> OutboxOp {
+    OutboxOp {
         seq: 0,
         op_id: ids.new_uuid(),
         entity: rec.entity.clone(),
@@ -244,9 +258,7 @@ fn append(
         attempts: 0,
         last_error: None,
         created_ms: now_ms,
-    })?;
-    rec.pending += 1;
-    Ok(())
+    }
 }
 
 /// Re-derives the view: the confirmed server state with the record's outbox ops applied in order.
