@@ -181,7 +181,7 @@ fn spawn_compaction(service: SyncService, c: Compaction) -> JoinHandle<()> {
             ticks.tick().await;
             if let Err(e) = service.compact(c.retention).await {
                 tracing::warn!(
-                    error = %e,
+                    error = %e.report(),
                     retry_in_s = c.every.as_secs(),
                     "compaction failed; trying again at the next interval"
                 );

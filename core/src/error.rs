@@ -143,15 +143,26 @@ impl ApiError {
     }
 }
 
-/// The core error type.
+/// An error kept as the cause of another (a driver's, a transport's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The core error type. Each variant keeps the error that caused it, when there is one
+/// (`std::error::Error::source`), and its `Display` says only its own part: [`Error::report`]
+/// joins the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The sync API answered with an error.
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The server could not be reached (connect failed, timed out, connection cut).
-    #[error("offline: {0}")]
-    Offline(String),
+    #[error("offline: {detail}")]
+    Offline {
+        /// What failed.
+        detail: String,
+        /// The transport's error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The local store failed.
     #[error("local store: {detail}")]
     Store {
@@ -159,6 +170,9 @@ pub enum Error {
         detail: String,
         /// Whether trying again may succeed (busy, locked).
         retryable: bool,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The device's disk (or the store's quota) is full; the write changed nothing. Retrying
     /// works once there is room.
@@ -175,9 +189,33 @@ pub enum Error {
         /// The record id.
         record_id: String,
     },
-    /// An answer the client cannot understand, or a broken invariant.
-    #[error("fatal: {0}")]
-    Fatal(String),
+    /// An answer the client cannot understand, a setting it cannot use, or a broken invariant.
+    #[error("fatal: {detail}")]
+    Fatal {
+        /// What is broken.
+        detail: String,
+        /// The error behind it.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Where an error arose, for the status to say what a user can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The sync API answered (the error has its code).
+    Server,
+    /// The server could not be reached.
+    Network,
+    /// The device's store failed (busy, I/O, corrupt).
+    Store,
+    /// The device's disk or the store's quota is full.
+    StoreFull,
+    /// The app passed something the engine cannot accept.
+    Input,
+    /// Something on this side is broken (an answer not understood, a broken invariant).
+    Engine,
 }
 
 impl Error {
@@ -185,10 +223,22 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Api(e) => e.code.class(),
-            Error::Offline(_) => ErrorClass::Retryable,
+            Error::Offline { .. } => ErrorClass::Retryable,
             Error::Store { retryable: true, .. } | Error::StoreFull(_) => ErrorClass::Retryable,
-            Error::Store { .. } | Error::Fatal(_) => ErrorClass::Fatal,
+            Error::Store { .. } | Error::Fatal { .. } => ErrorClass::Fatal,
             Error::InvalidInput(_) | Error::NotFound { .. } => ErrorClass::Rejected,
+        }
+    }
+
+    /// Where the error arose.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Api(_) => ErrorKind::Server,
+            Error::Offline { .. } => ErrorKind::Network,
+            Error::Store { .. } => ErrorKind::Store,
+            Error::StoreFull(_) => ErrorKind::StoreFull,
+            Error::InvalidInput(_) | Error::NotFound { .. } => ErrorKind::Input,
+            Error::Fatal { .. } => ErrorKind::Engine,
         }
     }
 
@@ -200,9 +250,49 @@ impl Error {
         }
     }
 
+    /// The server could not be reached.
+    pub fn offline(detail: impl Into<String>) -> Self {
+        Error::Offline { detail: detail.into(), source: None }
+    }
+
+    /// The server could not be reached, because of `source`.
+    pub fn offline_from(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Offline { detail: detail.into(), source: Some(source.into()) }
+    }
+
     /// A store error that should not be retried.
     pub fn store(detail: impl Into<String>) -> Self {
-        Error::Store { detail: detail.into(), retryable: false }
+        Error::Store { detail: detail.into(), retryable: false, source: None }
+    }
+
+    /// A store error caused by `source`, retryable or not.
+    pub fn store_from(detail: impl Into<String>, retryable: bool, source: impl Into<BoxError>) -> Self {
+        Error::Store { detail: detail.into(), retryable, source: Some(source.into()) }
+    }
+
+    /// Something on this side is broken.
+    pub fn fatal(detail: impl Into<String>) -> Self {
+        Error::Fatal { detail: detail.into(), source: None }
+    }
+
+    /// Something on this side is broken, because of `source`.
+    pub fn fatal_from(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Fatal { detail: detail.into(), source: Some(source.into()) }
+    }
+
+    /// The error and its causes, `a: b: c`, each said once.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let part = s.to_string();
+            if !out.ends_with(&part) {
+                out.push_str(": ");
+                out.push_str(&part);
+            }
+            source = s.source();
+        }
+        out
     }
 }
 
@@ -223,6 +313,20 @@ mod tests {
         assert_eq!(Code::TokenExpired.class(), ErrorClass::Unauthorized);
         assert_eq!(Code::NotFound.class(), ErrorClass::Rejected);
         assert_eq!(Code::BodyTooLarge.http_status(), 413);
-        assert_eq!(Error::Offline("x".into()).class(), ErrorClass::Retryable);
+        assert_eq!(Error::offline("x").class(), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn errors_keep_their_cause_and_say_where_they_arose() {
+        let io = std::io::Error::other("connection reset by peer");
+        let e = Error::offline_from("the push was cut", io);
+        assert_eq!(e.kind(), ErrorKind::Network);
+        assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "connection reset by peer");
+        assert_eq!(e.report(), "offline: the push was cut: connection reset by peer");
+        let busy = Error::store_from("database is locked", true, std::io::Error::other("database is locked"));
+        assert_eq!((busy.class(), busy.kind()), (ErrorClass::Retryable, ErrorKind::Store));
+        assert_eq!(busy.report(), "local store: database is locked", "a cause saying the same is said once");
+        assert_eq!(Error::StoreFull("disk".into()).kind(), ErrorKind::StoreFull);
+        assert_eq!(Error::fatal("x").class(), ErrorClass::Fatal);
     }
 }

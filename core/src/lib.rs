@@ -21,7 +21,7 @@ pub use engine::{
     Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Phase, RecordState, RecordView, SyncReport,
     SyncStatus, WorkerConfig, WorkerHandle,
 };
-pub use error::{ApiError, Code, Error, ErrorClass, Result};
+pub use error::{ApiError, BoxError, Code, Error, ErrorClass, ErrorKind, Result};
 pub use hlc::{Clock, Hlc, HlcClock, IdSource, SystemClock, V7Ids};
 pub use model::{CheckMode, Fields, Op, Version};
 pub use policy::{MergeInput, MergePolicy, Resolution, ReviewPolicy};

@@ -154,6 +154,19 @@ pub fn effective_patch(fields: &Fields, patch: &Fields) -> Fields {
         .collect()
 }
 
+/// What went wrong reading or writing JSON, without serde_json's own message, which quotes the
+/// offending value (a record's contents, which never reach a log): `json (data) at line 1,
+/// column 9`.
+pub fn json_error_without_values(e: &serde_json::Error) -> String {
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "data",
+        serde_json::error::Category::Eof => "eof",
+    };
+    format!("json ({category}) at line {}, column {}", e.line(), e.column())
+}
+
 /// The size of fields as compact JSON, the measure of the record size limit.
 pub fn json_size(fields: &Fields) -> usize {
     /// Counts the bytes written to it instead of keeping them.
@@ -181,6 +194,13 @@ mod tests {
 
     fn obj(v: serde_json::Value) -> Fields {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn json_errors_are_told_without_the_values() {
+        let e = serde_json::from_str::<u32>("\"secret-value\"").unwrap_err();
+        assert!(e.to_string().contains("secret"), "serde_json quotes it: the reason for this function");
+        assert_eq!(json_error_without_values(&e), "json (data) at line 1, column 14");
     }
 
     #[test]

@@ -22,16 +22,9 @@ pub enum Error {
         /// The newest version this build knows.
         known: i64,
     },
-    /// Stored or outgoing JSON could not be (de)serialized.
-    #[error("json ({category}) at line {line}, column {column}")]
-    Json {
-        /// serde_json's category (io, syntax, data, eof).
-        category: &'static str,
-        /// The line of the error.
-        line: usize,
-        /// The column of the error.
-        column: usize,
-    },
+    /// Stored or outgoing JSON could not be (de)serialized (said without the values).
+    #[error("{0}")]
+    Json(String),
     /// A number outside what the store can hold (e.g. a sequence over `i64::MAX`).
     #[error("number out of range: {0}")]
     OutOfRange(&'static str),
@@ -68,13 +61,7 @@ impl From<converge_sqlite_support::Error> for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        let category = match e.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "data",
-            serde_json::error::Category::Eof => "eof",
-        };
-        Error::Json { category, line: e.line(), column: e.column() }
+        Error::Json(converge_core::model::json_error_without_values(&e))
     }
 }
 
@@ -101,7 +88,10 @@ impl From<Error> for converge_core::Error {
                 "the cursor is ahead of this server's change feed; re-sync from the start",
             )
             .into(),
-            e => converge_core::Error::Store { retryable: e.is_retryable(), detail: e.to_string() },
+            e => {
+                let detail = if e.is_retryable() { "the server store is busy" } else { "the server store failed" };
+                converge_core::Error::store_from(detail, e.is_retryable(), e)
+            }
         }
     }
 }

@@ -258,14 +258,14 @@ fn body_hash(batch: &PushBatch) -> converge_core::Result<String> {
 fn store_error(op: &'static str) -> impl Fn(converge_core::Error) -> converge_core::Error {
     move |e| match e {
         converge_core::Error::Api(api) => api.into(),
-        converge_core::Error::Store { retryable: true, detail } => {
+        converge_core::Error::Store { retryable: true, detail, .. } => {
             warn!(op, %detail, "store busy");
             ApiError::new(Code::Unavailable, "the server is busy; retry shortly")
                 .with_retry_after(BUSY_RETRY_AFTER)
                 .into()
         }
         other => {
-            error!(op, detail = %other, "store failed");
+            error!(op, detail = %other.report(), "store failed");
             ApiError::new(Code::Internal, "internal server error").into()
         }
     }

@@ -51,7 +51,7 @@ async fn a_lost_response_is_resent_with_the_same_key_and_applied_once() {
     }
     fa.drop_responses.store(1, Ordering::SeqCst);
     let err = a.sync_once().await.unwrap_err();
-    assert!(matches!(err, converge_core::Error::Offline(_)));
+    assert!(matches!(err, converge_core::Error::Offline { .. }));
     assert_eq!(a.status().phase, Phase::Offline);
     assert_eq!(a.status().pending, 3, "unacknowledged ops stay");
     assert!(a.status().last_error.is_some());

@@ -47,7 +47,7 @@ fn take(c: &AtomicU32) -> bool {
 impl SyncApi for Faulty {
     async fn push(&self, req: PushRequest) -> Result<PushResponse> {
         if self.offline.load(Ordering::SeqCst) || take(&self.drop_requests) {
-            return Err(Error::Offline("request lost".into()));
+            return Err(Error::offline("request lost"));
         }
         if take(&self.server_errors) {
             return Err(Error::Api(converge_core::ApiError::new(converge_core::Code::Internal, "server error")));
@@ -62,14 +62,14 @@ impl SyncApi for Faulty {
             self.replays.fetch_add(1, Ordering::SeqCst);
         }
         if take(&self.drop_responses) {
-            return Err(Error::Offline("response lost".into()));
+            return Err(Error::offline("response lost"));
         }
         Ok(resp)
     }
 
     async fn pull(&self, req: PullRequest) -> Result<PullResponse> {
         if self.offline.load(Ordering::SeqCst) || take(&self.drop_pulls) {
-            return Err(Error::Offline("offline".into()));
+            return Err(Error::offline("offline"));
         }
         self.inner.pull(req).await
     }

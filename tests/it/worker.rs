@@ -139,7 +139,7 @@ fn rig() -> Rig {
 }
 
 fn offline() -> Error {
-    Error::Offline("connection refused".into())
+    Error::offline("connection refused")
 }
 
 const CONFIG: WorkerConfig = WorkerConfig {
@@ -315,7 +315,7 @@ impl AuthProvider for Tokens {
     async fn refresh(&self) -> Result<String> {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         if self.broken.load(Ordering::SeqCst) {
-            return Err(Error::Offline("the identity provider is unreachable".into()));
+            return Err(Error::offline("the identity provider is unreachable"));
         }
         Ok(format!("t{}", self.n.fetch_add(1, Ordering::SeqCst) + 1))
     }

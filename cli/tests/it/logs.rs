@@ -101,3 +101,41 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
     assert!(client_logs.contains(&trace_id), "the client logs its cycle's trace id");
     assert!(server_logs.contains(&trace_id), "the server logs the client's trace id (traceparent)");
 }
+
+/// A damaged row in the device store: every command that reads it fails with a clear error, and
+/// neither the error nor the trace-level log quotes the row's contents (serde_json's own
+/// messages would).
+#[test]
+fn a_damaged_device_row_is_reported_without_its_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let local = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(["client", "--db"])
+            .arg(&db)
+            .args(args)
+            .env("CONVERGE_LOG", "trace")
+            .output()
+            .expect("run converge client");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = local(&["put", "notes", "n1", &format!(r#"{{"title": "{}"}}"#, SECRETS[0])]);
+    assert!(ok, "{out}");
+    // The row's fields become a JSON string holding a secret instead of an object.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let damaged = conn.execute("UPDATE records SET fields = ?1", [format!("\"{}\"", SECRETS[1])]).unwrap();
+    assert_eq!(damaged, 1);
+    drop(conn);
+    for args in [&["get", "notes", "n1"][..], &["list", "notes"], &["put", "notes", "n1", r#"{"title": "x"}"#]] {
+        let (ok, out) = local(args);
+        assert!(!ok, "{args:?} read the damaged row and succeeded: {out}");
+        assert!(out.contains("malformed") || out.contains("json"), "{args:?} says what is wrong: {out}");
+        for piece in SECRETS[1].as_bytes().windows(8) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!out.contains(piece), "{args:?} quotes the row's contents ({piece:?}): {out}");
+        }
+    }
+}

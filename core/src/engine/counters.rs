@@ -46,7 +46,7 @@ impl LocalRecord {
 
 fn count_down(rec: &LocalRecord, n: u32, what: &str) -> Result<u32> {
     n.checked_sub(1).ok_or_else(|| {
-        Error::Fatal(format!(
+        Error::fatal(format!(
             "{}/{}: no {what} left to count down; the record's counters disagree with the store",
             rec.entity, rec.record_id
         ))

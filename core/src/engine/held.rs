@@ -78,7 +78,7 @@ impl Engine {
                 .filter(|o| o.state.is_held())
                 .ok_or_else(|| Error::InvalidInput(format!("no dead letter or op needing action with id {op_id}")))?;
             let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
-                return Err(Error::Fatal("an outbox op without its record".into()));
+                return Err(Error::fatal("an outbox op without its record"));
             };
             let before = counters(&rec);
             f(tx, &op, &mut rec)?;

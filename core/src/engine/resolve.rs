@@ -35,7 +35,7 @@ impl Engine {
                 .filter(ConflictRecord::is_open)
                 .ok_or_else(|| Error::InvalidInput(format!("no open conflict with id {conflict_id}")))?;
             let Some(mut rec) = tx.record(&conflict.entity, &conflict.record_id)? else {
-                return Err(Error::Fatal("a conflict without its record".into()));
+                return Err(Error::fatal("a conflict without its record"));
             };
             let check = self.policy_for(&conflict.entity).check_mode();
             let resolution = match &choice {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorClass;
+use crate::error::{ErrorClass, ErrorKind};
 use crate::model::{Fields, Version};
 use crate::store::LocalRecord;
 
@@ -32,10 +32,14 @@ pub enum Phase {
 pub struct StatusError {
     /// The stable code, when the server gave one.
     pub code: Option<String>,
-    /// What happened (never record contents).
+    /// What happened, with its causes (never record contents).
     pub message: String,
     /// How it is treated.
     pub class: ErrorClass,
+    /// Where it arose (the server, the network, the device's store, ...). Errors stored by older
+    /// versions have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
     /// When (Unix ms).
     pub at_ms: u64,
 }
@@ -69,15 +73,33 @@ impl StatusError {
             code: None,
             message: stored.to_owned(),
             class: ErrorClass::Retryable,
+            kind: None,
             at_ms: 0,
         })
     }
 
+    /// The status's account of `e`, at `at_ms`.
+    pub(crate) fn of(e: &crate::error::Error, at_ms: u64) -> StatusError {
+        StatusError {
+            code: e.code().map(|c| c.to_string()),
+            message: e.report(),
+            class: e.class(),
+            kind: Some(e.kind()),
+            at_ms,
+        }
+    }
+
     /// The phase a cycle that ended with this error leaves.
+    /// Only an unreachable server is `offline`: a busy or full store is retried like a busy server.
     pub(crate) fn phase(&self) -> Phase {
+        let unreachable = match self.kind {
+            Some(kind) => kind == ErrorKind::Network,
+            // Stored before errors said where they arose: a retryable error without a code.
+            None => self.code.is_none(),
+        };
         match self.class {
             ErrorClass::Unauthorized => Phase::NeedsAuth,
-            ErrorClass::Retryable if self.code.is_none() => Phase::Offline,
+            ErrorClass::Retryable if unreachable => Phase::Offline,
             ErrorClass::Retryable => Phase::Idle,
             ErrorClass::Rejected | ErrorClass::Fatal => Phase::Failed,
         }
@@ -163,4 +185,27 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Pages of the change feed.
     pub pages: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ApiError, Code, Error};
+
+    #[test]
+    fn only_an_unreachable_server_shows_offline() {
+        let phase = |e: Error| StatusError::of(&e, 1).phase();
+        assert_eq!(phase(Error::offline("connection refused")), Phase::Offline);
+        let busy = Error::Store { detail: "database is locked".into(), retryable: true, source: None };
+        assert_eq!(phase(busy), Phase::Idle, "a busy store is retried, not offline");
+        assert_eq!(phase(Error::StoreFull("disk full".into())), Phase::Idle);
+        assert_eq!(phase(ApiError::new(Code::Unavailable, "busy").into()), Phase::Idle);
+        assert_eq!(phase(ApiError::new(Code::TokenExpired, "old").into()), Phase::NeedsAuth);
+        assert_eq!(phase(Error::fatal("broken")), Phase::Failed);
+        let full = StatusError::of(&Error::StoreFull("disk full".into()), 1);
+        assert_eq!(full.kind, Some(ErrorKind::StoreFull), "the app can tell the user the device is full");
+        // A last error stored by an older version, without a kind, reads as it did.
+        let old = StatusError::parse_stored(r#"{"code":null,"message":"offline: x","class":"retryable","at_ms":5}"#);
+        assert_eq!((old.kind, old.phase()), (None, Phase::Offline));
+    }
 }

@@ -19,7 +19,7 @@ impl Engine {
     /// transaction, then pulls the change feed page by page, each page and its cursor in one
     /// transaction. Only one cycle runs at a time; a second caller waits for the first.
     pub async fn sync_once(&self) -> Result<SyncReport> {
-        let api = self.inner.api.clone().ok_or_else(|| Error::Fatal("no sync API configured".into()))?;
+        let api = self.inner.api.clone().ok_or_else(|| Error::fatal("no sync API configured"))?;
         let _cycle = self.inner.cycle.lock().await;
         let mut report =
             SyncReport { trace_id: self.inner.ids.new_uuid().simple().to_string(), ..SyncReport::default() };
@@ -196,7 +196,7 @@ impl Engine {
                     }
                 }
                 let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
-                    return Err(Error::Fatal("an outbox op without its record".into()));
+                    return Err(Error::fatal("an outbox op without its record"));
                 };
                 let before = counters(&rec);
                 match outcome {
@@ -361,19 +361,14 @@ impl Engine {
                 device.last_success_ms = Some(now);
                 None
             }
-            Err(e) => Some(StatusError {
-                code: e.code().map(|c| c.to_string()),
-                message: e.to_string(),
-                class: e.class(),
-                at_ms: now,
-            }),
+            Err(e) => Some(StatusError::of(e, now)),
         };
         device.last_error = status_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
         st.store.transact(&mut |tx| tx.set_device_state(&device))?;
         if result.is_ok()
             && let Err(e) = st.store.checkpoint()
         {
-            tracing::warn!(error = %e, "passive checkpoint failed");
+            tracing::warn!(error = %e.report(), "passive checkpoint failed");
         }
         drop(st);
         let phase = status_error.as_ref().map_or(Phase::Idle, StatusError::phase);

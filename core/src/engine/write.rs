@@ -28,13 +28,13 @@ impl Engine {
     /// Sets a record to exactly `fields`: creates it if absent, otherwise records the difference.
     pub fn put(&self, entity: &str, record_id: &str, fields: Fields) -> Result<RecordView> {
         self.write(entity, record_id, Intent::Put(&fields))
-            .and_then(|v| v.ok_or_else(|| Error::Fatal("a put left no record".into())))
+            .and_then(|v| v.ok_or_else(|| Error::fatal("a put left no record")))
     }
 
     /// Changes only the fields in `patch` (`null` removes a field); the record must exist.
     pub fn patch(&self, entity: &str, record_id: &str, patch: Fields) -> Result<RecordView> {
         self.write(entity, record_id, Intent::Patch(&patch))
-            .and_then(|v| v.ok_or_else(|| Error::Fatal("a patch left no record".into())))
+            .and_then(|v| v.ok_or_else(|| Error::fatal("a patch left no record")))
     }
 
     /// Deletes a record.
@@ -105,6 +105,7 @@ impl Engine {
             if !enqueue(tx, &mut rec, op, patch, &hlc, check, now, ids)? {
                 out = None;
                 delta = -1;
+                held_changed = rec.failed != failed_before;
                 return Ok(());
             }
             delta = i64::from(rec.pending) - i64::from(before);

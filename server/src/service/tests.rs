@@ -121,7 +121,7 @@ fn the_in_flight_guard_holds_the_key_until_dropped() {
 #[test]
 fn store_failures_map_to_codes_without_details() {
     let map = store_error("test");
-    let busy = map(converge_core::Error::Store { detail: "database is locked".into(), retryable: true });
+    let busy = map(converge_core::Error::Store { detail: "database is locked".into(), retryable: true, source: None });
     let converge_core::Error::Api(busy) = busy else { panic!("{busy:?}") };
     assert_eq!((busy.code, busy.retry_after), (Code::Unavailable, Some(BUSY_RETRY_AFTER)));
 

@@ -158,7 +158,9 @@ impl ServerStore for FlakyStore {
         limits: &converge_core::check::Rules,
     ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
         match self.failures.fetch_sub(1, Ordering::SeqCst) {
-            2 => Err(converge_core::Error::Store { detail: "database is locked".into(), retryable: true }),
+            2 => {
+                Err(converge_core::Error::Store { detail: "database is locked".into(), retryable: true, source: None })
+            }
             1 => Err(converge_core::Error::store("disk I/O error")),
             _ => self.inner.apply_batch(scope, key, body_hash, mutations, limits).await,
         }

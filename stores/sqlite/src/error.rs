@@ -49,7 +49,8 @@ impl From<converge_sqlite_support::Error> for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Malformed(e.to_string())
+        // serde_json's own message quotes the offending value: a record's contents.
+        Error::Malformed(converge_core::model::json_error_without_values(&e))
     }
 }
 
@@ -66,7 +67,8 @@ impl From<Error> for converge_core::Error {
             Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(f.code, C::DatabaseBusy | C::DatabaseLocked)
         );
-        converge_core::Error::Store { detail: e.to_string(), retryable }
+        let detail = if retryable { "the device store is busy" } else { "the device store failed" };
+        converge_core::Error::store_from(detail, retryable, e)
     }
 }
 

@@ -151,11 +151,11 @@ impl Link {
 impl SyncApi for Link {
     async fn push(&self, req: PushRequest) -> Result<PushResponse> {
         match self.fate(true) {
-            Fate::Offline => Err(Error::Offline("simulated: offline".into())),
-            Fate::Drop => Err(Error::Offline("simulated: request lost".into())),
+            Fate::Offline => Err(Error::offline("simulated: offline")),
+            Fate::Drop => Err(Error::offline("simulated: request lost")),
             Fate::Hold => {
                 self.with(|s| s.held.push(req));
-                Err(Error::Offline("simulated: timed out".into()))
+                Err(Error::offline("simulated: timed out"))
             }
             Fate::ServerError { applied } => {
                 if applied {
@@ -169,7 +169,7 @@ impl SyncApi for Link {
                     let _ = self.inner.push(req).await;
                 }
                 if lose_answer {
-                    return Err(Error::Offline("simulated: response lost".into()));
+                    return Err(Error::offline("simulated: response lost"));
                 }
                 resp
             }
@@ -178,12 +178,12 @@ impl SyncApi for Link {
 
     async fn pull(&self, req: PullRequest) -> Result<PullResponse> {
         match self.fate(false) {
-            Fate::Offline => Err(Error::Offline("simulated: offline".into())),
-            Fate::Drop | Fate::Hold | Fate::ServerError { .. } => Err(Error::Offline("simulated: request lost".into())),
+            Fate::Offline => Err(Error::offline("simulated: offline")),
+            Fate::Drop | Fate::Hold | Fate::ServerError { .. } => Err(Error::offline("simulated: request lost")),
             Fate::Deliver { lose_answer, .. } => {
                 let resp = self.inner.pull(req).await;
                 if lose_answer {
-                    return Err(Error::Offline("simulated: response lost".into()));
+                    return Err(Error::offline("simulated: response lost"));
                 }
                 resp
             }

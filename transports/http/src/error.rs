@@ -11,8 +11,18 @@ pub enum Error {
     Config(String),
     /// The server could not be reached, or the exchange was cut (connect failed, timed out,
     /// connection reset, body cut short).
-    #[error("offline: {0}")]
-    Offline(String),
+    #[error("offline: {detail}")]
+    Offline {
+        /// What failed.
+        detail: String,
+        /// The HTTP client's error.
+        #[source]
+        source: Option<converge_core::BoxError>,
+    },
+    /// The app's auth provider gave no token; its error keeps its class (a passing failure is
+    /// retried, a refusal asks for a new sign-in).
+    #[error("the auth provider gave no token")]
+    Auth(#[source] converge_core::Error),
     /// The server answered with an error of the wire contract.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -30,9 +40,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for converge_core::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::Offline(detail) => converge_core::Error::Offline(detail),
+            Error::Offline { detail, source } => converge_core::Error::Offline { detail, source },
             Error::Api(api) => converge_core::Error::Api(api),
-            Error::Config(_) | Error::Protocol(_) | Error::Io(_) => converge_core::Error::Fatal(e.to_string()),
+            Error::Auth(cause) if cause.class() == converge_core::ErrorClass::Unauthorized => {
+                ApiError::new(converge_core::Code::Unauthorized, format!("the auth provider gave no token: {cause}"))
+                    .into()
+            }
+            Error::Auth(cause) => cause,
+            Error::Config(_) | Error::Protocol(_) | Error::Io(_) => {
+                converge_core::Error::fatal_from("the HTTP transport failed", e)
+            }
         }
     }
 }
@@ -44,8 +61,16 @@ mod tests {
 
     #[test]
     fn converts_to_the_core_classes() {
-        let offline: converge_core::Error = Error::Offline("refused".into()).into();
-        assert!(matches!(offline, converge_core::Error::Offline(_)));
+        let refused = std::io::Error::other("connection refused");
+        let offline: converge_core::Error =
+            Error::Offline { detail: "connect".into(), source: Some(refused.into()) }.into();
+        assert!(matches!(offline, converge_core::Error::Offline { .. }));
+        assert_eq!(offline.report(), "offline: connect: connection refused", "the cause is kept");
+        let glitch: converge_core::Error = Error::Auth(converge_core::Error::offline("identity provider down")).into();
+        assert_eq!(glitch.class(), ErrorClass::Retryable, "a passing failure of the provider is retried");
+        let signed_out = converge_core::Error::Api(ApiError::new(Code::Unauthorized, "signed out"));
+        let refused: converge_core::Error = Error::Auth(signed_out).into();
+        assert_eq!(refused.class(), ErrorClass::Unauthorized);
         let api: converge_core::Error = Error::Api(ApiError::new(Code::TokenExpired, "old")).into();
         assert_eq!(api.class(), ErrorClass::Unauthorized);
         let fatal: converge_core::Error = Error::Protocol("not json".into()).into();

@@ -100,7 +100,7 @@ fn a_failed_transaction_leaves_nothing_behind() {
         };
         tx.put_record(&rec)?;
         rec.pending = 2;
-        Err(Error::Fatal("stop half way".into()))
+        Err(Error::fatal("stop half way"))
     });
     assert!(r.is_err());
     assert!(store.record("notes", "r").unwrap().is_none());

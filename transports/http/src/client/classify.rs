@@ -27,7 +27,7 @@ pub(crate) fn transport(e: reqwest::Error) -> Error {
     }
     // Connect refused or timed out, request timeout, connection reset, body cut short: the
     // server may come back, so all of these are "offline" for the sync worker.
-    Error::Offline(chain(&e))
+    Error::Offline { detail: "the server could not be reached".into(), source: Some(e.into()) }
 }
 
 /// An error with its sources, `a: b: c`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use converge_core::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse, validate_idempotency_key};
-use converge_core::{ApiError, AuthProvider, Code, SyncApi};
+use converge_core::{AuthProvider, SyncApi};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::de::DeserializeOwned;
@@ -127,9 +127,7 @@ impl HttpClient {
     /// Sends a request with the token (and trace context); a non-2xx answer becomes an error.
     async fn send(&self, rb: RequestBuilder) -> Result<classify::Reply> {
         let token = match &self.auth {
-            Some(auth) => auth.token().await.map_err(|e| {
-                Error::Api(ApiError::new(Code::Unauthorized, format!("the auth provider gave no token: {e}")))
-            })?,
+            Some(auth) => auth.token().await.map_err(Error::Auth)?,
             None => self.token.read().unwrap_or_else(PoisonError::into_inner).clone(),
         };
         let mut rb = rb.bearer_auth(token).header(ACCEPT, JSON_CONTENT_TYPE);
@@ -148,7 +146,9 @@ impl HttpClient {
 
     async fn push_inner(&self, req: PushRequest) -> Result<PushResponse> {
         validate_idempotency_key(&req.idempotency_key)?;
-        let body = serde_json::to_vec(&req.batch).map_err(|e| Error::Protocol(format!("encoding the batch: {e}")))?;
+        let body = serde_json::to_vec(&req.batch).map_err(|e| {
+            Error::Protocol(format!("encoding the batch: {}", converge_core::model::json_error_without_values(&e)))
+        })?;
         let rb = self
             .http
             .post(self.url(&["v1", "sync", "mutations"])?)
@@ -189,7 +189,13 @@ impl HttpClient {
 
 /// Parses a 2xx body; one the client cannot read is a protocol error (fatal for the engine).
 fn decode<T: DeserializeOwned>(reply: &classify::Reply) -> Result<T> {
-    serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol(format!("a success body did not parse: {e}")))
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        // serde_json's own message would quote the body: record contents.
+        Error::Protocol(format!(
+            "a success body did not parse: {}",
+            converge_core::model::json_error_without_values(&e)
+        ))
+    })
 }
 
 #[async_trait]

@@ -67,7 +67,7 @@ impl From<converge_core::Error> for HttpError {
                 retry_after: Some(std::time::Duration::from_secs(60)),
                 ..HttpError::new(Code::Unavailable, "the server's storage is full; try again later")
             },
-            E::Offline(_) | E::Store { .. } | E::Fatal(_) => HttpError::internal(&e),
+            E::Offline { .. } | E::Store { .. } | E::Fatal { .. } => HttpError::internal(&e.report()),
         }
     }
 }
@@ -115,7 +115,7 @@ mod tests {
         assert_eq!((e.status, e.code), (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal));
         assert!(!e.detail.contains("notes"), "the store detail must not reach the client");
 
-        let e = HttpError::from(converge_core::Error::Offline("db down".into()));
+        let e = HttpError::from(converge_core::Error::offline("db down"));
         assert_eq!(e.code, Code::Internal);
 
         let e = HttpError::from(converge_core::Error::StoreFull("database or disk is full".into()));

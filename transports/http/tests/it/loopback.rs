@@ -123,8 +123,37 @@ async fn nothing_listening_is_offline() {
     drop(listener);
     let client = HttpClient::new(&format!("http://{addr}"), "good").unwrap();
     let err = client.pull(PullRequest::default()).await.unwrap_err();
-    assert!(matches!(err, converge_core::Error::Offline(_)), "{err:?}");
+    assert!(matches!(err, converge_core::Error::Offline { .. }), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Retryable);
+}
+
+/// An auth provider whose token call fails: its error keeps its class, so a passing glitch is
+/// retried (never `needs_auth` waiting for a sign-in) and a refusal still asks for one.
+struct FailingTokens(fn() -> converge_core::Error);
+
+#[async_trait::async_trait]
+impl converge_core::AuthProvider for FailingTokens {
+    async fn token(&self) -> converge_core::Result<String> {
+        Err((self.0)())
+    }
+    async fn refresh(&self) -> converge_core::Result<String> {
+        Err((self.0)())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_auth_provider_keeps_its_error_class() {
+    let server = Server::start(Limits::default()).await;
+    let glitch = HttpClient::new(&server.url(), "")
+        .unwrap()
+        .with_auth(Arc::new(FailingTokens(|| converge_core::Error::offline("identity provider unreachable"))));
+    let err = glitch.pull(PullRequest::default()).await.unwrap_err();
+    assert_eq!((err.class(), err.kind()), (ErrorClass::Retryable, converge_core::ErrorKind::Network), "{err:?}");
+    let signed_out = HttpClient::new(&server.url(), "")
+        .unwrap()
+        .with_auth(Arc::new(FailingTokens(|| ApiError::new(Code::Unauthorized, "signed out").into())));
+    let err = signed_out.pull(PullRequest::default()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Unauthorized, "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +164,7 @@ async fn a_request_timeout_is_offline() {
     let client = HttpClient::with_config(&server.url(), "good", config).unwrap();
     let started = std::time::Instant::now();
     let err = client.push(push_request("k", 1)).await.unwrap_err();
-    assert!(matches!(err, converge_core::Error::Offline(_)), "{err:?}");
+    assert!(matches!(err, converge_core::Error::Offline { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 

@@ -102,7 +102,7 @@ async fn answers_the_client_cannot_read_are_fatal() {
         &b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n"[..],
     ] {
         let err = pull_error(response).await;
-        assert!(matches!(err, converge_core::Error::Fatal(_)), "{err:?} for {}", String::from_utf8_lossy(response));
+        assert!(matches!(err, converge_core::Error::Fatal { .. }), "{err:?} for {}", String::from_utf8_lossy(response));
         assert_eq!(err.class(), ErrorClass::Fatal);
     }
 }
@@ -118,7 +118,11 @@ async fn cut_connections_are_offline() {
         &b"HTTP/1.1 200 OK\r\nContent-Ty"[..],
     ] {
         let err = pull_error(response).await;
-        assert!(matches!(err, converge_core::Error::Offline(_)), "{err:?} for {}", String::from_utf8_lossy(response));
+        assert!(
+            matches!(err, converge_core::Error::Offline { .. }),
+            "{err:?} for {}",
+            String::from_utf8_lossy(response)
+        );
     }
 }
 

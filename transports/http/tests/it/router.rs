@@ -181,8 +181,8 @@ async fn service_errors_keep_their_codes() {
         (ApiError::new(Code::BatchTooLarge, "too many").into(), 413, "batch_too_large"),
         (converge_core::Error::InvalidInput("bad".into()), 400, "invalid_request"),
         (converge_core::Error::store("SQLITE_CORRUPT at notes/secret-title"), 500, "internal"),
-        (converge_core::Error::Fatal("invariant".into()), 500, "internal"),
-        (converge_core::Error::Offline("db unreachable".into()), 500, "internal"),
+        (converge_core::Error::fatal("invariant"), 500, "internal"),
+        (converge_core::Error::offline("db unreachable"), 500, "internal"),
     ];
     for (err, status, code) in cases {
         fake.fail_next(err);
