@@ -172,7 +172,8 @@ pub struct DeviceState {
     pub cursor: Option<String>,
     /// When a sync cycle last completed (Unix ms).
     pub last_success_ms: Option<u64>,
-    /// The last sync error, as code and message.
+    /// The last sync error: the status's [`StatusError`](crate::engine::StatusError) as JSON
+    /// (older stores kept the message alone).
     pub last_error: Option<String>,
     /// The sync metrics, kept across restarts.
     pub metrics: Metrics,
@@ -271,7 +272,9 @@ pub trait StoreTx: StoreRead {
 /// The device's local store. The engine calls it from one thread at a time.
 pub trait LocalStore: StoreRead + Send {
     /// Runs `f` in one transaction: committed if `f` returns `Ok`, rolled back otherwise. A crash
-    /// at any point leaves either all of `f`'s writes or none.
+    /// at any point leaves either all of `f`'s writes or none. `f` runs exactly once: an
+    /// implementation never runs it again (a busy database is waited for before `f` starts, or
+    /// its error returned), so `f` may keep what it computes in its captures.
     fn transact(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()>;
 
     /// Folds the write-ahead log into the database file without blocking writers; called by the

@@ -10,6 +10,7 @@
 //! Features: `sqlite` (default) builds [`SqliteServerStore`] on `rusqlite`.
 
 pub mod auth;
+mod cursor;
 pub mod error;
 pub mod service;
 #[cfg(feature = "sqlite")]

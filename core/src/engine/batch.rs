@@ -139,7 +139,6 @@ impl Engine {
         let mut st = self.lock();
         let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
-            delta = Delta::default();
             for op in ops {
                 let mut op = unsent(op, state, err.to_string());
                 if state.is_held() {
@@ -162,7 +161,6 @@ impl Engine {
         let mut delta = Delta::default();
         let mut dead = 0;
         st.store.transact(&mut |tx| {
-            delta = Delta::default();
             dead = 0;
             for op in ops {
                 let op = failed_attempt(op, err.to_string(), max);

@@ -72,7 +72,6 @@ impl Engine {
         let mut st = self.lock();
         let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
-            delta = Delta::default();
             let op = tx
                 .op(op_id)?
                 .filter(|o| o.state.is_held())

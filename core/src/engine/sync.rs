@@ -179,10 +179,6 @@ impl Engine {
         let mut delta = Delta::default();
         let mut m = metrics.clone();
         store.transact(&mut |tx| {
-            counts = (0, 0, 0);
-            delta = Delta::default();
-            m = metrics.clone();
-            next_key = None;
             for op in ops {
                 let outcome = outcomes.get(&op.op_id);
                 if let Some(OpOutcome::Accepted(a)) = outcome {

@@ -59,8 +59,6 @@ impl Engine {
         let mut delta = 0i64;
         let mut held_changed = false;
         st.store.transact(&mut |tx| {
-            delta = 0;
-            held_changed = false;
             // The common case of a put, a new record, is two inserts and no lookup.
             if let Intent::Put(f) = &intent {
                 let mut rec = new_local(entity, record_id);
