@@ -54,6 +54,15 @@ pub enum Resolution {
 
 /// A merge policy: synchronous, pure and deterministic — the same input gives the same answer on
 /// every device.
+///
+/// When it is called: by a sync cycle, once for each conflict the server answers on an op of the
+/// policy's entity, on a thread of tokio's blocking pool, with neither the engine's lock nor a
+/// store transaction held — so a slow policy (a WASM plugin near its fuel limit) delays only
+/// that cycle, never the app's reads and writes. If the app wrote to the same record while the
+/// policy ran, it is asked once more, about the record as it is then, inside the transaction
+/// that stores the outcome. It may therefore be asked the same question twice and must answer
+/// alike; it must not block on the engine (it is not given one). `check_mode` is read on every
+/// local write of the entity, on the app's thread: keep it cheap.
 pub trait MergePolicy: Send + Sync {
     /// The policy's name, as the journal records it.
     fn name(&self) -> &str;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::sync::{failed_attempt, unsent};
 use super::{Delta, Engine, counters};
 use crate::crash;
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Result};
 use crate::model::json_size;
 use crate::store::{LocalStore, OpState, OutboxOp, StoreRead, StoreTx};
 
@@ -45,10 +45,13 @@ impl Ahead {
     }
 
     /// The ops under batch `key`, in flight.
-    pub(super) fn into_batch(self, key: String) -> (String, Vec<OutboxOp>) {
+    pub(super) fn into_batch(self, key: String) -> Batch {
         mark(self.ops, key)
     }
 }
+
+/// A batch: its idempotency key and its ops, in flight.
+pub(super) type Batch = (String, Vec<OutboxOp>);
 
 /// The outbox positions of `ops`.
 fn seqs(ops: &[OutboxOp]) -> Vec<i64> {
@@ -56,7 +59,7 @@ fn seqs(ops: &[OutboxOp]) -> Vec<i64> {
 }
 
 /// `ops` under batch `key`, in flight.
-fn mark(mut ops: Vec<OutboxOp>, key: String) -> (String, Vec<OutboxOp>) {
+fn mark(mut ops: Vec<OutboxOp>, key: String) -> Batch {
     for op in &mut ops {
         op.state = OpState::InFlight;
         op.batch_id = Some(key.clone());
@@ -67,7 +70,7 @@ fn mark(mut ops: Vec<OutboxOp>, key: String) -> (String, Vec<OutboxOp>) {
 impl Engine {
     /// The batch to send: the one in flight (resent as it was), else the next one (see
     /// [`Engine::select_batch`]) marked in flight under a new key in one transaction.
-    pub(super) fn take_batch(&self, skip: &HashSet<i64>) -> Result<Option<(String, Vec<OutboxOp>)>> {
+    pub(super) fn take_batch(&self, skip: &HashSet<i64>) -> Result<Option<Batch>> {
         let mut st = self.lock();
         let in_flight = st.store.in_flight()?;
         if let Some(key) = in_flight.first().and_then(|o| o.batch_id.clone()) {
@@ -133,14 +136,15 @@ impl Engine {
         Ok(ops)
     }
 
-    /// Puts a batch's ops back: pending (to go out under a new key), or dead letters.
-    pub(super) fn release_batch(&self, ops: &[OutboxOp], err: &Error, state: OpState) -> Result<()> {
+    /// Puts a batch's ops back: pending (to go out under a new key), or dead letters, with
+    /// `reason` (the error's code and message).
+    pub(super) fn release_batch(&self, ops: &[OutboxOp], reason: &str, state: OpState) -> Result<()> {
         let ids = &*self.inner.ids;
         let mut st = self.lock();
         let mut delta = Delta::default();
         st.store.transact(&mut |tx| {
             for op in ops {
-                let mut op = unsent(op, state, err.to_string());
+                let mut op = unsent(op, state, reason.to_owned());
                 if state.is_held() {
                     // The server's answer for the old op id is final; a retry is a new op.
                     op.op_id = ids.new_uuid();
@@ -155,7 +159,7 @@ impl Engine {
 
     /// Puts a batch's ops back after a server error, each with one more attempt; an op out of
     /// attempts becomes a dead letter. Returns how many did.
-    pub(super) fn count_failures(&self, ops: &[OutboxOp], err: &Error) -> Result<u64> {
+    pub(super) fn count_failures(&self, ops: &[OutboxOp], reason: &str) -> Result<u64> {
         let max = self.inner.config.max_attempts;
         let mut st = self.lock();
         let mut delta = Delta::default();
@@ -163,7 +167,7 @@ impl Engine {
         st.store.transact(&mut |tx| {
             dead = 0;
             for op in ops {
-                let op = failed_attempt(op, err.to_string(), max);
+                let op = failed_attempt(op, reason.to_owned(), max);
                 if op.state == OpState::DeadLetter && hold_on_record(tx, &op, &mut delta)? {
                     dead += 1;
                 }

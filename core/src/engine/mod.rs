@@ -1,5 +1,6 @@
 //! The client engine: local reads and writes on the device store, sync cycles, status.
 
+mod ack;
 mod batch;
 mod counters;
 mod held;

@@ -4,7 +4,7 @@
 use super::Engine;
 use super::write::{derive_view, enqueue};
 use crate::error::{Error, Result};
-use crate::hlc::{HlcClock, IdSource};
+use crate::hlc::{Hlc, HlcClock, IdSource};
 use crate::model::{CheckMode, Fields, Op, diff, effective_patch, merge_patches};
 use crate::policy::{MergeInput, MergePolicy, Resolution};
 use crate::store::{ConflictRecord, LocalRecord, OutboxOp, StoreTx};
@@ -60,36 +60,83 @@ impl Engine {
     }
 }
 
-/// Handles a conflict answered by the server: folds the record's later ops into the local
-/// intent, takes the server's state as confirmed, asks the policy, and records the outcome.
+/// A conflict's local side: the conflicting op and the record's later ops folded into one intent.
+struct Intent {
+    kind: Op,
+    local: Fields,
+    local_hlc: Hlc,
+}
+
+fn fold(op: &OutboxOp, later: &[OutboxOp]) -> Intent {
+    let mut intent = Intent { kind: op.op, local: op.patch.clone(), local_hlc: op.hlc.clone() };
+    for l in later.iter().filter(|l| l.seq != op.seq) {
+        intent.local_hlc = intent.local_hlc.clone().max(l.hlc.clone());
+        if l.op == Op::Delete {
+            intent.kind = Op::Delete;
+            intent.local.clear();
+        } else {
+            merge_patches(&mut intent.local, &l.patch);
+            if intent.kind == Op::Delete {
+                intent.kind = Op::Update;
+            }
+        }
+    }
+    intent
+}
+
+/// Asks `policy` about a conflict the server answered on `op`, given the record and its outbox
+/// ops as read (`ops`: the op and the record's later ops, which fold into the local intent).
+/// Pure: the same reads give the same question, so the answer can be sought outside the engine's
+/// lock and used in the transaction that finds the same reads.
+pub(super) fn ask_policy(
+    rec: &LocalRecord,
+    ops: &[OutboxOp],
+    op: &OutboxOp,
+    c: &ConflictOutcome,
+    policy: &dyn MergePolicy,
+) -> Resolution {
+    let intent = fold(op, ops);
+    let newer = c.server.version >= rec.server_version;
+    let (server, server_version, server_deleted) = if newer {
+        (&c.server.fields, c.server.version, c.server.deleted)
+    } else {
+        (&rec.server_fields, rec.server_version, rec.server_deleted)
+    };
+    policy.resolve(&MergeInput {
+        entity: &op.entity,
+        record_id: &op.record_id,
+        base: &rec.server_fields,
+        local: &intent.local,
+        local_hlc: &intent.local_hlc,
+        server,
+        server_meta: &c.server.meta,
+        server_version,
+        server_deleted,
+        conflicting: &c.fields,
+    })
+}
+
+/// Records a conflict answered by the server on `op` (already out of the outbox): folds the
+/// record's later ops into the local intent, takes the server's state as confirmed, and carries
+/// out `resolution`, the answer of the policy named `policy` (see [`ask_policy`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn settle_conflict(
     tx: &mut dyn StoreTx,
     rec: &mut LocalRecord,
     op: &OutboxOp,
     c: &ConflictOutcome,
-    policy: &dyn MergePolicy,
+    (policy, check): (&str, CheckMode),
+    resolution: Resolution,
     hlc: &mut HlcClock,
     now: u64,
     trace_id: &str,
     ids: &dyn IdSource,
 ) -> Result<()> {
-    let mut kind = op.op;
-    let mut local = op.patch.clone();
-    let mut local_hlc = op.hlc.clone();
-    for later in tx.record_ops(&op.entity, &op.record_id)? {
-        local_hlc = local_hlc.max(later.hlc.clone());
-        if later.op == Op::Delete {
-            kind = Op::Delete;
-            local.clear();
-        } else {
-            merge_patches(&mut local, &later.patch);
-            if kind == Op::Delete {
-                kind = Op::Update;
-            }
-        }
-        tx.remove_op(later.seq)?;
-        rec.op_removed(later.state)?;
+    let later = tx.record_ops(&op.entity, &op.record_id)?;
+    let Intent { kind, local, .. } = fold(op, &later);
+    for l in &later {
+        tx.remove_op(l.seq)?;
+        rec.op_removed(l.state)?;
     }
     // Later local writes must order after what the server has seen.
     if let Some(latest) = c.server.meta.values().map(|m| &m.hlc).max() {
@@ -101,18 +148,6 @@ pub(super) fn settle_conflict(
         rec.server_fields = c.server.fields.clone();
         rec.server_deleted = c.server.deleted;
     }
-    let resolution = policy.resolve(&MergeInput {
-        entity: &op.entity,
-        record_id: &op.record_id,
-        base: &base,
-        local: &local,
-        local_hlc: &local_hlc,
-        server: &rec.server_fields,
-        server_meta: &c.server.meta,
-        server_version: rec.server_version,
-        server_deleted: rec.server_deleted,
-        conflicting: &c.fields,
-    });
     let mut conflict = ConflictRecord {
         id: 0,
         entity: op.entity.clone(),
@@ -125,7 +160,7 @@ pub(super) fn settle_conflict(
         server_version: rec.server_version,
         server_deleted: rec.server_deleted,
         fields: c.fields.clone(),
-        policy: policy.name().to_owned(),
+        policy: policy.to_owned(),
         outcome: "open".into(),
         losing: Fields::new(),
         reason: String::new(),
@@ -133,7 +168,7 @@ pub(super) fn settle_conflict(
         resolved_ms: None,
         trace_id: trace_id.to_owned(),
     };
-    if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, policy.check_mode(), now, ids)? {
+    if !apply_resolution(tx, rec, &mut conflict, resolution, hlc, check, now, ids)? {
         rec.conflict_opened();
     }
     tx.insert_conflict(&conflict)?;

@@ -2,16 +2,13 @@
 
 use std::collections::HashSet;
 
-use super::batch::Ahead;
-use super::resolve::settle_conflict;
 use super::write::derive_view;
-use super::{Delta, Engine, Phase, StatusError, SyncReport, counters};
+use super::{Engine, Phase, StatusError, SyncReport};
 use crate::api::SyncApi;
 use crate::crash;
 use crate::error::{Code, Error, ErrorClass, Result};
-use crate::model::{CheckMode, Op, Version, apply_patch};
-use crate::store::{LocalRecord, OpState, OutboxOp};
-use crate::wire::{Change, Mutation, OpOutcome, PullRequest, PushBatch, PushRequest, PushResponse};
+use crate::store::{OpState, OutboxOp};
+use crate::wire::{Change, Mutation, PullRequest, PushBatch, PushRequest};
 
 impl Engine {
     /// Runs one sync cycle: pushes the whole outbox in batches (resending an unanswered batch
@@ -29,8 +26,9 @@ impl Engine {
         let result = self.run_cycle(api.as_ref(), &mut report).await;
         api.trace(None);
         let now = self.inner.clock.now_ms();
-        let outcome = self.finish_cycle(&result, now);
-        self.refresh_summary()?;
+        let status_error = result.as_ref().err().map(|e| StatusError::of(e, now));
+        let outcome = self.off_runtime(move |e| e.finish_cycle(status_error, now)).await;
+        self.off_runtime(Engine::refresh_summary).await?;
         outcome?;
         match &result {
             Ok(()) => tracing::info!(
@@ -64,34 +62,51 @@ impl Engine {
         loop {
             let (key, ops) = match next.take() {
                 Some(batch) => batch,
-                None => match self.take_batch(&skip)? {
-                    Some(batch) => batch,
-                    None => break,
-                },
+                None => {
+                    let skip = skip.clone();
+                    match self.off_runtime(move |e| e.take_batch(&skip)).await? {
+                        Some(batch) => batch,
+                        None => break,
+                    }
+                }
             };
             let batch =
                 PushBatch { device_id: self.inner.device_id.clone(), mutations: ops.iter().map(to_mutation).collect() };
             report.batches += 1;
             // While the batch is on the wire, the next one is read from the outbox.
-            let (result, ahead) = tokio::join!(api.push(PushRequest { idempotency_key: key.clone(), batch }), async {
-                self.read_ahead(&skip)
-            });
+            let ahead_skip = skip.clone();
+            let (result, ahead) = tokio::join!(
+                api.push(PushRequest { idempotency_key: key.clone(), batch }),
+                self.off_runtime(move |e| Ok(e.read_ahead(&ahead_skip)))
+            );
             crash::point("send.after_response");
             match result {
                 Ok(resp) => {
-                    next = self.apply_outcomes(&ops, &resp, report, ahead)?;
+                    let (ahead, trace_id) = (ahead.ok().flatten(), report.trace_id.clone());
+                    let (after, counts) = self
+                        .off_runtime(move |e| {
+                            let asked = e.ask_policies(&ops, &resp)?;
+                            e.apply_outcomes(&ops, &resp, asked, &trace_id, ahead)
+                        })
+                        .await?;
+                    next = after;
+                    report.accepted += counts.accepted;
+                    report.conflicts += counts.conflicts;
+                    report.rejected += counts.rejected;
                     last_failed = false;
                 }
                 Err(e) if e.code() == Some(Code::IdempotencyKeyReused) => {
                     tracing::warn!(batch = %key, "idempotency key reused with another body; resending under a new key");
-                    self.release_batch(&ops, &e, OpState::Pending)?;
+                    let reason = e.to_string();
+                    self.off_runtime(move |en| en.release_batch(&ops, &reason, OpState::Pending)).await?;
                 }
                 Err(e) if ops.len() > 1 && matches!(e.code(), Some(Code::BatchTooLarge | Code::BodyTooLarge)) => {
                     // The server takes smaller batches than configured: halve and go on.
                     let smaller = ops.len() / 2;
                     tracing::warn!(batch = %key, ops = ops.len(), smaller, "batch too large for the server; sending smaller ones");
                     self.inner.batch_limit.store(smaller, std::sync::atomic::Ordering::Relaxed);
-                    self.release_batch(&ops, &e, OpState::Pending)?;
+                    let reason = e.to_string();
+                    self.off_runtime(move |en| en.release_batch(&ops, &reason, OpState::Pending)).await?;
                 }
                 Err(e) if e.class() == ErrorClass::Rejected => {
                     tracing::warn!(batch = %key, code = ?e.code(), ops = ops.len(), "batch refused whole");
@@ -100,8 +115,9 @@ impl Engine {
                         Some(Code::BodyTooLarge) => OpState::NeedsAction,
                         _ => OpState::DeadLetter,
                     };
-                    self.release_batch(&ops, &e, state)?;
                     report.rejected += ops.len() as u64;
+                    let reason = e.to_string();
+                    self.off_runtime(move |en| en.release_batch(&ops, &reason, state)).await?;
                 }
                 Err(e) if e.code() == Some(Code::Internal) => {
                     // The server failed on this batch. Its ops go back under a new key with one
@@ -109,9 +125,10 @@ impl Engine {
                     // itself. A lone op that failed does not stop the cycle unless the batch
                     // before it failed too (then the server itself is in trouble).
                     tracing::warn!(batch = %key, ops = ops.len(), "server error on a batch; its ops go back to the queue");
-                    report.rejected += self.count_failures(&ops, &e)?;
                     skip.extend(ops.iter().map(|o| o.seq));
-                    if last_failed || ops.len() > 1 {
+                    let (lone, reason) = (ops.len() == 1, e.to_string());
+                    report.rejected += self.off_runtime(move |en| en.count_failures(&ops, &reason)).await?;
+                    if last_failed || !lone {
                         return Err(e);
                     }
                     last_failed = true;
@@ -129,19 +146,22 @@ impl Engine {
     async fn pull_all(&self, api: &dyn SyncApi, report: &mut SyncReport) -> Result<()> {
         let mut restarted = false;
         loop {
-            let cursor = self.lock().store.device_state()?.cursor;
+            let cursor = self.off_runtime(|e| Ok(e.lock().store.device_state()?.cursor)).await?;
             let page = match api.pull(PullRequest { cursor, limit: Some(self.inner.config.pull_limit) }).await {
                 Err(e) if e.code() == Some(Code::CursorExpired) && !restarted => {
                     // The server cannot continue from our cursor: re-read the feed from the start.
                     // Pending ops stay in the outbox and stay on top of what arrives.
                     tracing::warn!(trace_id = %report.trace_id, "cursor expired; re-syncing from the start of the feed");
                     restarted = true;
-                    self.lock().store.transact(&mut |tx| {
-                        let mut device = tx.device_state()?;
-                        device.cursor = None;
-                        tx.set_device_state(&device)?;
-                        tx.snapshot_begin()
-                    })?;
+                    self.off_runtime(|e| {
+                        e.lock().store.transact(&mut |tx| {
+                            let mut device = tx.device_state()?;
+                            device.cursor = None;
+                            tx.set_device_state(&device)?;
+                            tx.snapshot_begin()
+                        })
+                    })
+                    .await?;
                     continue;
                 }
                 other => other?,
@@ -150,127 +170,24 @@ impl Engine {
             report.pages += 1;
             report.pulled += page.changes.len() as u64;
             let has_more = page.has_more;
-            self.apply_page(page.changes, page.cursor)?;
+            self.off_runtime(move |e| e.apply_page(page.changes, page.cursor)).await?;
             crash::point("pull.after_commit");
             if !has_more {
-                return self.finish_snapshot();
+                return self.off_runtime(Engine::finish_snapshot).await;
             }
         }
     }
 
-    /// Persists one batch's outcomes in one transaction. The next batch, read `ahead` while this
-    /// one was on the wire, is marked in flight in the same transaction if nothing was written
-    /// to the store since (its data version did not move); it is returned, to go out next.
-    fn apply_outcomes(
+    /// Runs store work (and the policies it asks) on tokio's blocking pool, so an app's async
+    /// runtime is never blocked by SQLite or a slow policy. A panic there is a fatal error.
+    pub(super) async fn off_runtime<T: Send + 'static>(
         &self,
-        ops: &[OutboxOp],
-        resp: &PushResponse,
-        report: &mut SyncReport,
-        ahead: Option<Ahead>,
-    ) -> Result<Option<(String, Vec<OutboxOp>)>> {
-        let outcomes = resp.outcomes();
-        let now = self.inner.clock.now_ms();
-        let max = self.inner.config.max_attempts;
-        let ids = &*self.inner.ids;
-        let mut guard = self.lock();
-        let super::State { store, hlc, metrics, .. } = &mut *guard;
-        let mut next_key = None;
-        let mut counts = (0u64, 0u64, 0u64);
-        let mut delta = Delta::default();
-        let mut m = metrics.clone();
-        store.transact(&mut |tx| {
-            for op in ops {
-                let outcome = outcomes.get(&op.op_id);
-                if let Some(OpOutcome::Accepted(a)) = outcome {
-                    counts.0 += 1;
-                    m.acknowledged(&op.entity, false, op.created_ms, now, op.attempts);
-                    // The common case, the record's only op: its view becomes the confirmed
-                    // state in the store, without reading or writing its fields.
-                    if tx.confirm_sole_op(&op.entity, &op.record_id, op.seq, a.version)? {
-                        delta.pending -= 1;
-                        continue;
-                    }
-                }
-                let Some(mut rec) = tx.record(&op.entity, &op.record_id)? else {
-                    return Err(Error::fatal("an outbox op without its record"));
-                };
-                let before = counters(&rec);
-                match outcome {
-                    Some(OpOutcome::Accepted(a)) => {
-                        tx.remove_op(op.seq)?;
-                        rec.op_removed(op.state)?;
-                        let mut later =
-                            if rec.pending > 0 { tx.record_ops(&op.entity, &op.record_id)? } else { Vec::new() };
-                        for l in confirm_accepted(&mut rec, op, a.version, &mut later) {
-                            tx.update_op(l)?;
-                        }
-                        derive_view(&mut rec, &later);
-                    }
-                    Some(OpOutcome::Conflict(c)) => {
-                        counts.1 += 1;
-                        m.acknowledged(&op.entity, true, op.created_ms, now, op.attempts);
-                        tx.remove_op(op.seq)?;
-                        rec.op_removed(op.state)?;
-                        let policy = self.policy_for(&op.entity);
-                        settle_conflict(tx, &mut rec, op, c, policy.as_ref(), hlc, now, &report.trace_id, ids)?;
-                    }
-                    Some(OpOutcome::Rejected(r)) if !r.retryable => {
-                        counts.2 += 1;
-                        // A validation refusal needs the user to change the data; others are dead
-                        // letters. The server's answer for the op id is final: a retry is a new op.
-                        let state = match r.code {
-                            Code::InvalidRequest | Code::RecordTooLarge | Code::CheckModeTooWeak => {
-                                OpState::NeedsAction
-                            }
-                            _ => OpState::DeadLetter,
-                        };
-                        let mut held = unsent(op, state, format!("{}: {}", r.code, r.message));
-                        held.op_id = ids.new_uuid();
-                        tx.update_op(&held)?;
-                        rec.op_held();
-                    }
-                    other => {
-                        let error = match other {
-                            Some(OpOutcome::Rejected(r)) => format!("{}: {}", r.code, r.message),
-                            _ => "the server's answer did not mention this op".into(),
-                        };
-                        let op = failed_attempt(op, error, max);
-                        if op.state == OpState::DeadLetter {
-                            counts.2 += 1;
-                            rec.op_held();
-                        }
-                        tx.update_op(&op)?;
-                    }
-                }
-                tx.put_record(&rec)?;
-                delta.track(before, &rec);
-            }
-            let mut device = tx.device_state()?;
-            device.hlc = Some(hlc.last().clone());
-            device.metrics = m.clone();
-            tx.set_device_state(&device)?;
-            if let Some(a) = &ahead
-                && a.still_current(&*tx)?
-            {
-                let key = ids.new_uuid().to_string();
-                tx.mark_in_flight(&a.seqs(), &key)?;
-                next_key = Some(key);
-                crash::point("batch.before_commit");
-            }
-            crash::point("ack.before_commit");
-            Ok(())
-        })?;
-        guard.metrics = m;
-        crash::point("ack.after_commit");
-        let next = next_key.zip(ahead).map(|(key, a)| a.into_batch(key));
-        if next.is_some() {
-            crash::point("batch.after_commit");
-        }
-        self.apply_delta(&mut guard, delta)?;
-        report.accepted += counts.0;
-        report.conflicts += counts.1;
-        report.rejected += counts.2;
-        Ok(next)
+        f: impl FnOnce(&Engine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| Error::fatal_from("a store task of the sync cycle failed", e))?
     }
 
     /// Applies one page of the change feed and its cursor in one transaction. A change older than
@@ -346,83 +263,32 @@ impl Engine {
         Ok(())
     }
 
-    /// Records how the cycle ended in the store and the status.
-    fn finish_cycle(&self, result: &Result<()>, now: u64) -> Result<()> {
+    /// Records how the cycle ended (`status_error`: how it failed) in the store and the status.
+    fn finish_cycle(&self, status_error: Option<StatusError>, now: u64) -> Result<()> {
+        let ok = status_error.is_none();
         let mut st = self.lock();
-        st.metrics.cycle(result.is_ok());
+        st.metrics.cycle(ok);
         let mut device = st.store.device_state()?;
         device.metrics = st.metrics.clone();
-        let status_error = match result {
-            Ok(()) => {
-                device.last_success_ms = Some(now);
-                None
-            }
-            Err(e) => Some(StatusError::of(e, now)),
-        };
+        if ok {
+            device.last_success_ms = Some(now);
+        }
         device.last_error = status_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
         st.store.transact(&mut |tx| tx.set_device_state(&device))?;
-        if result.is_ok()
-            && let Err(e) = st.store.checkpoint()
-        {
+        if ok && let Err(e) = st.store.checkpoint() {
             tracing::warn!(error = %e.report(), "passive checkpoint failed");
         }
         drop(st);
         let phase = status_error.as_ref().map_or(Phase::Idle, StatusError::phase);
         self.inner.status.send_modify(|s| {
             s.phase = phase;
-            if result.is_ok() {
+            if ok {
                 s.last_success_ms = Some(now);
             }
             s.last_error = status_error.clone();
         });
         Ok(())
     }
-}
-
-/// Takes an accepted op into the record's confirmed state and returns the later ops of the
-/// record that were rebased on the answer's version, for the caller to write.
-///
-/// A version is only ever claimed with the state it names: the base an op carries is what the
-/// server checks it against, so a base claimed without its state would let the op silently
-/// overwrite changes the user never saw. The server applied the op on the version right before
-/// the answer's, so:
-/// - the record's confirmed state moves to the answer's version when the device held the version
-///   before it (that state plus the op is the server's); otherwise others changed the record in
-///   between: the op's effect joins the confirmed fields (the user's knowledge, the base a merge
-///   starts from), the version stays, and the pull brings the server's state;
-/// - a later op moves to the answer's version when it was made on the version before it (it saw
-///   that state with this op on top, which is now the server's); otherwise it keeps its base, so
-///   the server checks it against the changes it never saw.
-///
-/// Under `lww` the server orders writes by HLC and never reads a base: there the version is
-/// claimed and later ops of the op's base move on regardless (an update after a create needs a
-/// base of at least 1). A feed page already at (or past) the answer's version holds the op's
-/// effect as the server applied it (an op answered late, after a server error) and stays.
-pub(super) fn confirm_accepted<'a>(
-    rec: &mut LocalRecord,
-    op: &'a OutboxOp,
-    version: Version,
-    later: &'a mut [OutboxOp],
-) -> impl Iterator<Item = &'a OutboxOp> + 'a {
-    let lww = op.check == CheckMode::Lww;
-    if version > rec.server_version {
-        if op.op == Op::Delete {
-            rec.server_fields.clear();
-            rec.server_deleted = true;
-        } else {
-            apply_patch(&mut rec.server_fields, &op.patch);
-            rec.server_deleted = false;
-        }
-        if version == rec.server_version + 1 || lww {
-            rec.server_version = version;
-        }
-    }
-    later.iter_mut().filter(move |l| version == l.base_version + 1 || (lww && l.base_version == op.base_version)).map(
-        move |l| {
-            l.base_version = version;
-            &*l
-        },
-    )
 }
 
 /// An op put back after a send that got no final answer: one more attempt, and a dead letter
