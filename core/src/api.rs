@@ -18,6 +18,15 @@ pub struct Scope {
 
 /// The sync protocol. The engine talks to `dyn SyncApi`; the server's `SyncService` implements it,
 /// and each transport client implements it by calling over the wire.
+///
+/// How the engine calls it: from its sync cycle, on the app's async runtime, one call at a time
+/// per engine (one cycle at a time), in any number of engines at once (a client may be shared:
+/// keep no per-call state on it; a cycle's trace id comes with the call, [`cycle_trace_id`]).
+/// A cycle makes one `push` per batch (the same request again, byte for byte, after a failure
+/// that got no answer) and `pull`s page by page; `record` is for tools and tests, the engine
+/// never calls it. An implementation must give every failure its class (`Error::class`): an
+/// unreachable server is `Offline`, an answer of the wire contract is `Api` with its code and
+/// Retry-After; anything else it cannot place is `Fatal`. None of the methods may be left out.
 #[async_trait]
 pub trait SyncApi: Send + Sync {
     /// Applies a batch of mutations, at most once per op id; the same idempotency key with the
@@ -30,29 +39,47 @@ pub trait SyncApi: Send + Sync {
 
     /// Returns one record's current state (also when deleted); `not_found` if it never existed.
     async fn record(&self, entity: &str, record_id: &str) -> Result<Change>;
+}
 
-    /// Names the sync cycle the calls that follow belong to (32 lowercase hex digits), so a
-    /// transport can send it as W3C trace context; `None` ends it. Default: ignored.
-    fn trace(&self, trace_id: Option<&str>) {
-        let _ = trace_id;
-    }
+tokio::task_local! {
+    static CYCLE_TRACE_ID: String;
+}
+
+/// Runs `calls` as part of the sync cycle `trace_id` (32 lowercase hex digits): every
+/// [`SyncApi`] call they make carries that id ([`cycle_trace_id`]), for a transport to send as
+/// W3C trace context. The id travels with the calls' task, not with the client, so engines
+/// sharing one client never mix their cycles' ids.
+pub async fn in_cycle<F: std::future::Future>(trace_id: String, calls: F) -> F::Output {
+    CYCLE_TRACE_ID.scope(trace_id, calls).await
+}
+
+/// The trace id of the sync cycle the current call belongs to (see [`in_cycle`]), if any.
+pub fn cycle_trace_id() -> Option<String> {
+    CYCLE_TRACE_ID.try_with(String::clone).ok()
 }
 
 /// A server-side `SyncApi` for each caller: transports authenticate a request, then ask for the
-/// API scoped to the caller's tenant and user.
+/// API scoped to the caller's tenant and user. Called once per request, on the server's async
+/// runtime, from many requests at once: keep it cheap (no I/O).
 pub trait Tenancy: Send + Sync {
     /// The API as seen by `scope`.
     fn scoped(&self, scope: Scope) -> Arc<dyn SyncApi>;
 }
 
-/// Turns a bearer token into a scope.
+/// Turns a bearer token into a scope. Called once per request before anything else, on the
+/// server's async runtime, from many requests at once: it must not block (verify a signature;
+/// no network calls).
 pub trait Authenticator: Send + Sync {
     /// The caller's scope, or `unauthorized` / `token_expired`.
     fn authenticate(&self, bearer: &str) -> std::result::Result<Scope, ApiError>;
 }
 
 /// Where the app's bearer token comes from. Transport clients ask it for the token of each
-/// request; after the server refuses a token, the sync worker asks for a fresh one and resumes.
+/// request (`token`, on the app's async runtime: cache the token, it is asked often); after the
+/// server refuses a token, the sync worker asks once for a fresh one (`refresh`) and resumes the
+/// same batch. An error keeps its class: a passing failure (the identity provider unreachable)
+/// should be `Offline`, so sync retries; an `Unauthorized` one means the user must sign in, and
+/// sync waits (`needs_auth`) until the app calls `auth_changed`.
 #[async_trait]
 pub trait AuthProvider: Send + Sync {
     /// The token to send now.

@@ -95,7 +95,9 @@ impl<'de> serde::Deserialize<'de> for Hlc {
     }
 }
 
-/// A source of wall-clock time, so simulations can drive time themselves.
+/// A source of wall-clock time, so simulations can drive time themselves. Read on every local
+/// write and sync step, from any thread: cheap and non-blocking. It may jump backwards (the HLC
+/// absorbs that).
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
@@ -112,7 +114,9 @@ impl Clock for SystemClock {
 }
 
 /// A source of new UUIDs (op ids, batch keys, record ids, trace ids), so simulations can make
-/// them from a seed.
+/// them from a seed. Called on every local write and sync step, from any thread; ids must never
+/// repeat across restarts of the same store (a repeated op id would be answered with an old
+/// outcome).
 pub trait IdSource: Send + Sync {
     /// A new, unique UUID.
     fn new_uuid(&self) -> uuid::Uuid;

@@ -46,6 +46,10 @@ pub struct CompactStats {
 }
 
 /// The server's persistence. Every method is scoped to one tenant; no call sees another's data.
+///
+/// How the service calls it: from request handlers on the server's async runtime, many at once
+/// (an implementation does its blocking work off the runtime, and serialises writers itself);
+/// `compact` from one background task at a time. None of the methods may be left out.
 #[async_trait]
 pub trait ServerStore: Send + Sync {
     /// Applies a batch in one transaction. For each mutation in order: an op id seen before (in

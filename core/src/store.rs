@@ -269,7 +269,10 @@ pub trait StoreTx: StoreRead {
     fn snapshot_take(&mut self, limit: usize) -> Result<Vec<(String, String)>>;
 }
 
-/// The device's local store. The engine calls it from one thread at a time.
+/// The device's local store. The engine calls it from one thread at a time (under its lock):
+/// the app's threads for reads and writes, tokio's blocking pool for sync work, never the app's
+/// async runtime from a sync cycle. A call may block (it is disk I/O). None of the methods may
+/// be left out; `checkpoint` may do nothing where the store has no log to fold.
 pub trait LocalStore: StoreRead + Send {
     /// Runs `f` in one transaction: committed if `f` returns `Ok`, rolled back otherwise. A crash
     /// at any point leaves either all of `f`'s writes or none. `f` runs exactly once: an

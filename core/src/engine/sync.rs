@@ -22,9 +22,8 @@ impl Engine {
             SyncReport { trace_id: self.inner.ids.new_uuid().simple().to_string(), ..SyncReport::default() };
         self.set_phase(Phase::Syncing);
         tracing::debug!(trace_id = %report.trace_id, "sync cycle started");
-        api.trace(Some(&report.trace_id));
-        let result = self.run_cycle(api.as_ref(), &mut report).await;
-        api.trace(None);
+        let trace_id = report.trace_id.clone();
+        let result = crate::api::in_cycle(trace_id, self.run_cycle(api.as_ref(), &mut report)).await;
         let now = self.inner.clock.now_ms();
         let status_error = result.as_ref().err().map(|e| StatusError::of(e, now));
         let outcome = self.off_runtime(move |e| e.finish_cycle(status_error, now)).await;

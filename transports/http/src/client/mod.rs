@@ -88,14 +88,14 @@ impl HttpClient {
         *self.token.write().unwrap_or_else(PoisonError::into_inner) = token.into();
     }
 
-    /// Sets (or clears) the W3C trace id sent as `traceparent` with each request that follows:
-    /// 32 lowercase hex digits, not all zero.
+    /// Sets (or clears) the W3C trace id sent as `traceparent` with each request that follows
+    /// outside a sync cycle (a cycle's calls carry the cycle's id, see
+    /// [`converge_core::api::in_cycle`]): 32 lowercase hex digits, not all zero.
     pub fn set_trace_id(&self, trace_id: Option<&str>) -> Result<()> {
-        if let Some(id) = trace_id {
-            let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !hex || id.bytes().all(|b| b == b'0') {
-                return Err(Error::Config("a trace id is 32 lowercase hex digits, not all zero".into()));
-            }
+        if let Some(id) = trace_id
+            && !is_trace_id(id)
+        {
+            return Err(Error::Config("a trace id is 32 lowercase hex digits, not all zero".into()));
         }
         *self.trace_id.write().unwrap_or_else(PoisonError::into_inner) = trace_id.map(str::to_owned);
         Ok(())
@@ -118,7 +118,8 @@ impl HttpClient {
 
     /// A fresh `traceparent` for the configured trace id: a new parent (span) id per request.
     fn traceparent(&self) -> Option<String> {
-        let trace = self.trace_id.read().unwrap_or_else(PoisonError::into_inner).clone()?;
+        let cycle = converge_core::api::cycle_trace_id().filter(|id| is_trace_id(id));
+        let trace = cycle.or_else(|| self.trace_id.read().unwrap_or_else(PoisonError::into_inner).clone())?;
         // The last 8 bytes of a UUIDv7 are random (the variant bits make them non-zero).
         let span: String = uuid::Uuid::now_v7().as_bytes()[8..].iter().map(|b| format!("{b:02x}")).collect();
         Some(format!("00-{trace}-{span}-01"))
@@ -211,13 +212,13 @@ impl SyncApi for HttpClient {
     async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
         Ok(self.record_inner(entity, record_id).await?)
     }
+}
 
-    fn trace(&self, trace_id: Option<&str>) {
-        if self.set_trace_id(trace_id).is_err() {
-            tracing::debug!("the cycle's trace id is not W3C trace context; sent without traceparent");
-            let _ = self.set_trace_id(None);
-        }
-    }
+/// Whether `id` is a W3C trace id: 32 lowercase hex digits, not all zero.
+fn is_trace_id(id: &str) -> bool {
+    id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id.bytes().any(|b| b != b'0')
 }
 
 #[cfg(test)]
@@ -253,5 +254,27 @@ mod tests {
         assert_ne!(parts[2], "0000000000000000");
         c.set_trace_id(None).unwrap();
         assert!(c.traceparent().is_none());
+    }
+
+    /// Two engines syncing through one client at once: each call carries its own cycle's id.
+    #[tokio::test]
+    async fn cycles_sharing_a_client_keep_their_own_trace_ids() {
+        let c = Arc::new(HttpClient::new("http://example.test", "t").unwrap());
+        let (a, b) = ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1".to_owned(), "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2".to_owned());
+        let cycle = |id: String| {
+            let c = c.clone();
+            converge_core::api::in_cycle(id, async move {
+                let mut seen = Vec::new();
+                for _ in 0..20 {
+                    seen.push(c.traceparent().unwrap());
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        };
+        let (seen_a, seen_b) = tokio::join!(cycle(a.clone()), cycle(b.clone()));
+        assert!(seen_a.iter().all(|tp| tp.contains(&a)), "{seen_a:?}");
+        assert!(seen_b.iter().all(|tp| tp.contains(&b)), "{seen_b:?}");
+        assert!(c.traceparent().is_none(), "outside a cycle, no trace id");
     }
 }
