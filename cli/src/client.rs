@@ -145,7 +145,7 @@ pub(crate) fn open_engine(
         b = b.api(api);
     }
     for (entity, name) in policies {
-        b = b.policy(entity, crate::policy::load_policy(name)?);
+        b = b.policy(entity, crate::policy::load_policy_for(entity, name)?);
     }
     Ok(b.build()?)
 }

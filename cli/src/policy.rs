@@ -42,17 +42,22 @@ enum PolicyCommand {
         /// The folder to create it in (default: ./NAME); it must be absent or empty.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The entity type the plugin settles conflicts of (default: NAME, `-` as `_`).
+        #[arg(long)]
+        entity: Option<String>,
     },
 }
 
 pub(crate) fn run(args: PolicyArgs) -> Result<()> {
     match args.command {
         PolicyCommand::Test { policy, cases } => test(&policy, &cases, args.json),
-        PolicyCommand::New { name, dir } => {
+        PolicyCommand::New { name, dir, entity } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let files = scaffold::create(&name, &dir)?;
+            scaffold::validate_name(&name)?;
+            let entity = scaffold::entity_for(&name, entity.as_deref())?;
+            let files = scaffold::create(&name, &entity, &dir)?;
             if args.json {
-                println!("{}", json!({"created": dir, "name": name, "files": files}));
+                println!("{}", json!({"created": dir, "name": name, "entity": entity, "files": files}));
             } else {
                 println!("created the policy plugin {name} in {}: {}", dir.display(), files.join(", "));
                 println!(
@@ -63,6 +68,34 @@ pub(crate) fn run(args: PolicyArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The policy `spec` names (see [`load_policy`]), to register for `entity`. A plugin whose
+/// `describe()` names other entities is registered all the same, with a warning on stderr.
+pub(crate) fn load_policy_for(entity: &str, spec: &str) -> Result<Arc<dyn MergePolicy>> {
+    #[cfg(feature = "wasm")]
+    if spec.ends_with(".wasm") {
+        use anyhow::Context as _;
+        let plugin = converge_wasm::PluginEngine::new()?
+            .load_file(Path::new(spec))
+            .with_context(|| format!("cannot load the plugin {spec}"))?;
+        if let Some(warning) = entity_warning(entity, spec, plugin.entities()) {
+            eprintln!("{warning}");
+        }
+        return Ok(Arc::new(plugin));
+    }
+    let _ = entity;
+    load_policy(spec)
+}
+
+/// The warning for a plugin registered for an entity its `describe()` does not name.
+fn entity_warning(entity: &str, spec: &str, declared: &[String]) -> Option<String> {
+    (!declared.is_empty() && !declared.iter().any(|e| e == entity)).then(|| {
+        format!(
+            "warning: the plugin {spec} says it is for {}, not {entity}; it is registered for {entity} all the same",
+            declared.join(", ")
+        )
+    })
 }
 
 /// The policy a `--policy` value names: a built-in by name, or a WASM plugin by a path ending in

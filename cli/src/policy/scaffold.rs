@@ -115,13 +115,14 @@ fn toml_escape(s: &str) -> String {
 }
 
 /// The project's files with the name, type and SDK path filled in.
-pub(super) fn render(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
+pub(super) fn render(name: &str, entity: &str, sdk: &Path) -> Vec<(&'static str, String)> {
     let sdk = toml_escape(&sdk.to_string_lossy());
     TEMPLATES
         .iter()
         .map(|(path, template)| {
             let text = template
                 .replace("{{name}}", name)
+                .replace("{{entity}}", entity)
                 .replace("{{lib}}", &name.replace('-', "_"))
                 .replace("{{type}}", &type_name(name))
                 .replace("{{sdk}}", &sdk);
@@ -130,8 +131,17 @@ pub(super) fn render(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// Writes a new project into `dir`, which must be absent or empty. Returns the files written.
-pub(super) fn create(name: &str, dir: &Path) -> Result<Vec<String>> {
+/// The entity a new plugin is for: `entity`, or else its name as an entity (`-` as `_`).
+pub(super) fn entity_for(name: &str, entity: Option<&str>) -> Result<String> {
+    let entity = entity.map_or_else(|| name.replace('-', "_"), str::to_owned);
+    converge_core::model::validate_entity(&entity)
+        .map_err(|e| anyhow::anyhow!("{e}; name the entity the plugin is for with --entity (e.g. --entity notes)"))?;
+    Ok(entity)
+}
+
+/// Writes a new project for `entity` into `dir`, which must be absent or empty. Returns the
+/// files written.
+pub(super) fn create(name: &str, entity: &str, dir: &Path) -> Result<Vec<String>> {
     validate_name(name)?;
     if dir.exists() {
         let mut entries = dir.read_dir().with_context(|| format!("{} is not a folder", dir.display()))?;
@@ -140,7 +150,7 @@ pub(super) fn create(name: &str, dir: &Path) -> Result<Vec<String>> {
         }
     }
     let mut written = Vec::new();
-    for (path, text) in render(name, &sdk_path()) {
+    for (path, text) in render(name, entity, &sdk_path()) {
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -185,7 +195,7 @@ mod tests {
     }
 
     fn rendered(name: &str, file: &str) -> String {
-        render(name, Path::new("/src/converge/plugins/sdk")).into_iter().find(|(p, _)| *p == file).unwrap().1
+        render(name, "notes", Path::new("/src/converge/plugins/sdk")).into_iter().find(|(p, _)| *p == file).unwrap().1
     }
 
     #[test]
@@ -242,11 +252,20 @@ mod tests {
         ] {
             assert!(toml.contains(line), "{line:?} not in:\n{toml}");
         }
-        let windows = render("x", Path::new(r#"C:\a "b"\sdk"#));
+        let windows = render("x", "notes", Path::new(r#"C:\a "b"\sdk"#));
         assert!(windows[0].1.contains(r#"path = "C:\\a \"b\"\\sdk""#), "{}", windows[0].1);
         assert!(sdk_path().is_absolute() && sdk_path().ends_with("plugins/sdk"));
         let readme = rendered("demo-rule", "README.md");
         assert!(readme.contains("--policy target/wasm32-unknown-unknown/release/demo_rule.wasm --cases cases.json"));
+    }
+
+    #[test]
+    fn the_plugin_is_for_the_entity_named() {
+        assert_eq!(entity_for("shelf-rule", None).unwrap(), "shelf_rule");
+        assert_eq!(entity_for("shelf-rule", Some("items")).unwrap(), "items");
+        assert!(entity_for("x", Some("Bad Entity")).unwrap_err().to_string().contains("--entity"));
+        let lib = render("r", "items", Path::new("/sdk")).into_iter().find(|(p, _)| *p == "src/lib.rs").unwrap().1;
+        assert!(lib.contains(r#"entities: vec!["items".into()]"#), "{lib}");
     }
 
     #[test]

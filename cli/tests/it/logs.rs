@@ -87,6 +87,7 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
     let server_logs = collector.join().unwrap();
 
     assert!(client_logs.lines().count() > 10 && server_logs.lines().count() > 10, "the logs were captured");
+    assert!(!server_logs.contains('\u{1b}'), "a redirected log carries no colour codes");
     for (name, logs) in [("client", &client_logs), ("server", &server_logs)] {
         for secret in SECRETS {
             // Any 8-character piece of a value counts as a leak.

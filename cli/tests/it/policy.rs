@@ -186,4 +186,17 @@ fn a_scaffolded_plugin_builds_and_passes_its_own_cases_as_generated() {
     let out = converge(&["policy", "test", "--policy", wasm.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("4 passed, 0 failed"), "{}", text(&out.stdout));
+    // Its entity is its name's, unless --entity says another; registering it for another entity
+    // warns.
+    assert!(std::fs::read_to_string(&cases).unwrap().contains(r#""entity": "shelf_rule""#));
+    let db = tmp.path().join("device.db");
+    let status = |entity: &str| {
+        let policy = format!("{entity}={}", wasm.display());
+        converge(&["client", "--db", db.to_str().unwrap(), "--policy", &policy, "status"])
+    };
+    let mine = status("shelf_rule");
+    assert!(mine.status.success() && !text(&mine.stderr).contains("warning"), "{}", text(&mine.stderr));
+    let other = status("notes");
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    assert!(text(&other.stderr).contains("says it is for shelf_rule, not notes"), "{}", text(&other.stderr));
 }

@@ -31,7 +31,7 @@ pub enum Error {
     #[error("could not set up the wasm engine: {0}")]
     Engine(String),
     /// The plugin file could not be read.
-    #[error("could not read the plugin file: {0}")]
+    #[error("could not read the plugin file")]
     Io(#[from] std::io::Error),
 }
 

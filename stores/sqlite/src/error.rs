@@ -1,4 +1,5 @@
-//! Errors of the SQLite device store, sorted by SQLite's result codes into core's classes.
+//! Errors of the SQLite device store, sorted by SQLite's result codes into core's classes. A
+//! variant that wraps another error keeps it as its source and does not repeat it in its message.
 
 use std::path::PathBuf;
 
@@ -6,10 +7,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A SQLite call failed.
-    #[error("sqlite: {0}")]
+    #[error("a SQLite call failed")]
     Sqlite(#[from] rusqlite::Error),
     /// A schema migration failed.
-    #[error("migration: {0}")]
+    #[error("a schema migration failed")]
     Migration(#[from] rusqlite_migration::Error),
     /// The file was written by a newer version of Converge.
     #[error("the store's schema version {found} is newer than this build knows ({known}); upgrade the app")]
@@ -31,7 +32,7 @@ pub enum Error {
     #[error("a stored row is malformed: {0}")]
     Malformed(String),
     /// Filesystem trouble around the store file.
-    #[error("io: {0}")]
+    #[error("file system trouble around the store file")]
     Io(#[from] std::io::Error),
 }
 

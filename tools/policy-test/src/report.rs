@@ -252,6 +252,17 @@ impl fmt::Display for Failure {
     }
 }
 
+/// `name` within `width` characters: a longer one keeps its start and ends with `…`, so the
+/// table stays aligned (the JSON report keeps every name whole).
+fn fit(name: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if name.chars().count() <= width {
+        return name.into();
+    }
+    let mut short: String = name.chars().take(width.saturating_sub(1)).collect();
+    short.push('…');
+    short.into()
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let orders = if self.order_independent { ", both arrival orders checked" } else { "" };
@@ -269,12 +280,26 @@ impl fmt::Display for Report {
         writeln!(f, "  {:<8}{:<width$}  answer", "result", "case")?;
         for r in &self.results {
             let mark = if r.passed() { "PASS" } else { "FAIL" };
-            writeln!(f, "  {mark:<8}{:<width$}  {}", r.name, r.answer.kind())?;
+            writeln!(f, "  {mark:<8}{:<width$}  {}", fit(&r.name, width), r.answer.kind())?;
             for failure in &r.failures {
                 write!(f, "{failure}")?;
             }
         }
         let failed = self.failed();
         write!(f, "{} passed, {failed} failed", self.results.len() - failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn long_case_names_are_shortened_to_keep_the_table_aligned() {
+        assert_eq!(fit("short", 48), "short");
+        let long = "x".repeat(60);
+        let shown = fit(&long, 48);
+        assert_eq!(shown.chars().count(), 48);
+        assert!(shown.ends_with('…'));
     }
 }

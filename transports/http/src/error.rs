@@ -30,7 +30,7 @@ pub enum Error {
     #[error("unexpected response: {0}")]
     Protocol(String),
     /// Serving failed (the listener or a connection).
-    #[error("i/o: {0}")]
+    #[error("serving failed")]
     Io(#[from] std::io::Error),
 }
 
