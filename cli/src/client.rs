@@ -1,5 +1,6 @@
 //! `converge client`: a device store driven from the shell. Only `sync` touches the network.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub(crate) struct ClientArgs {
     json: bool,
     /// The merge policy of an entity: ENTITY=field_merge|lww|server_authoritative, or
     /// ENTITY=path/to/plugin.wasm (repeatable; without one, every conflict waits for review).
+    /// The device store remembers it for later commands; ENTITY=review forgets it.
     #[arg(long = "policy", value_parser = parse_policy)]
     policies: Vec<(String, String)>,
     #[command(subcommand)]
@@ -117,9 +119,9 @@ enum ClientCommand {
 fn parse_policy(s: &str) -> Result<(String, String), String> {
     let (entity, name) =
         s.split_once('=').ok_or_else(|| format!("{s:?}: write ENTITY=POLICY, e.g. notes=field_merge"))?;
-    if converge_policies::builtin(name).is_none() && !name.ends_with(".wasm") {
+    if converge_policies::builtin(name).is_none() && !name.ends_with(".wasm") && name != FORGET {
         return Err(format!(
-            "unknown policy {name:?}; built in: {}, or the path of a .wasm plugin",
+            "unknown policy {name:?}; built in: {}, or the path of a .wasm plugin (or {FORGET} to forget one)",
             converge_policies::BUILTINS.join(", ")
         ));
     }
@@ -134,18 +136,48 @@ fn parse_fields(s: &str) -> Result<Fields> {
     }
 }
 
+/// A `--policy` value that forgets the entity's remembered policy (every conflict waits for review).
+const FORGET: &str = "review";
+/// Where the device store keeps the CLI's policies.
+const POLICIES_KEY: &str = "converge-cli.policies";
+
+/// Opens the engine on the device store with its policies: those the store remembers, updated by
+/// this command's `--policy` values, which are remembered in turn once each has loaded.
 pub(crate) fn open_engine(
     db: &std::path::Path,
     api: Option<Arc<HttpClient>>,
     policies: &[(String, String)],
 ) -> Result<Engine> {
-    let store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
+    let mut store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
+    let mut remembered: BTreeMap<String, String> = match store.setting(POLICIES_KEY)? {
+        Some(text) => serde_json::from_str(&text)
+            .context("the device's remembered policies are unreadable; give them again with --policy")?,
+        None => BTreeMap::new(),
+    };
+    for (entity, spec) in policies {
+        if spec == FORGET {
+            remembered.remove(entity);
+        } else if spec.ends_with(".wasm") {
+            // Kept as an absolute path, so later commands find it from any folder.
+            let path = std::fs::canonicalize(spec).unwrap_or_else(|_| PathBuf::from(spec));
+            remembered.insert(entity.clone(), path.display().to_string());
+        } else {
+            remembered.insert(entity.clone(), spec.clone());
+        }
+    }
+    let mut loaded = Vec::new();
+    for (entity, spec) in &remembered {
+        loaded.push((entity, crate::policy::load_policy_for(entity, spec)?));
+    }
+    if !policies.is_empty() {
+        store.set_setting(POLICIES_KEY, Some(&serde_json::to_string(&remembered)?))?;
+    }
     let mut b = Engine::builder(Box::new(store));
     if let Some(api) = api {
         b = b.api(api);
     }
-    for (entity, name) in policies {
-        b = b.policy(entity, crate::policy::load_policy_for(entity, name)?);
+    for (entity, policy) in loaded {
+        b = b.policy(entity, policy);
     }
     Ok(b.build()?)
 }

@@ -1,6 +1,8 @@
 //! `LocalStore`: the device's records, outbox, sync state and conflicts, and the call contract a
 //! store implementation keeps. The engine holds the logic; a store only reads and writes rows.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -8,6 +10,7 @@ use crate::engine::Metrics;
 use crate::error::Result;
 use crate::hlc::Hlc;
 use crate::model::{CheckMode, Fields, Op, Version};
+use crate::wire::FieldClock;
 
 /// One record on the device: the last confirmed server state and the local view on top of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +141,11 @@ pub struct ConflictRecord {
     pub server_deleted: bool,
     /// The fields in conflict.
     pub fields: Vec<String>,
+    /// The HLC of the local intent (its latest write); none in conflicts recorded before it was
+    /// kept (those are never offered to a policy registered later).
+    pub local_hlc: Option<Hlc>,
+    /// Per server field, the version and HLC of its last change, as the conflict saw it.
+    pub server_meta: BTreeMap<String, FieldClock>,
     /// The policy that handled it.
     pub policy: String,
     /// `open`, or how it was settled (`take_server`, `take_local`, `merged`).

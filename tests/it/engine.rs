@@ -303,3 +303,45 @@ async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
         assert_eq!((r.deleted, r.fields["v"].clone(), r.version), (false, json!("again"), 1));
     }
 }
+
+/// A conflict left open for review (no policy yet) is settled by the entity's policy once one is
+/// registered, at the next sync; a policy that leaves it open is asked once, not every cycle.
+#[tokio::test]
+async fn an_open_conflict_goes_to_a_policy_registered_later() {
+    let w = World::new(Limits::default());
+    let ((a, _), (b, _)) = (w.device("a"), w.device("b"));
+    a.put("notes", "n", obj(json!({"title": "t0"}))).unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    b.patch("notes", "n", obj(json!({"title": "b"}))).unwrap();
+    b.sync_once().await.unwrap();
+    a.patch("notes", "n", obj(json!({"title": "a"}))).unwrap();
+    assert_eq!(a.sync_once().await.unwrap().conflicts, 1);
+    assert_eq!(a.conflicts().unwrap()[0].policy, "review", "no policy: it waits for the user");
+
+    // A policy that still wants review is asked once.
+    let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = asked.clone();
+    a.register_policy(
+        "notes",
+        converge_policies::policy_fn("careful", converge_core::CheckMode::Fields, move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            converge_core::Resolution::NeedsReview { reason: "a person decides".into() }
+        }),
+    );
+    a.sync_once().await.unwrap();
+    a.sync_once().await.unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let open = a.conflicts().unwrap();
+    assert_eq!((open[0].policy.as_str(), open[0].reason.as_str()), ("careful", "a person decides"));
+
+    // Another policy settles it: the local title goes out on the server's version.
+    a.register_policy("notes", converge_policies::builtin("lww").unwrap());
+    a.sync_once().await.unwrap();
+    assert!(a.conflicts().unwrap().is_empty());
+    assert_eq!(a.status().open_conflicts, 0);
+    let j = &a.journal().unwrap()[0];
+    assert_eq!(j.policy, "lww");
+    let on_server = w.api().record("notes", "n").await.unwrap();
+    assert_eq!(on_server.fields["title"], a.get("notes", "n").unwrap().unwrap().fields["title"]);
+}

@@ -60,6 +60,41 @@ fn client_commands_drive_two_device_stores_through_a_server() {
     assert!(client(b, &url, &token, &["list", "notes"]).as_array().unwrap().is_empty());
 }
 
+/// A conflict that waited for review is settled once a policy is given; the device store
+/// remembers the policy for the commands after; `ENTITY=review` forgets it.
+#[test]
+fn a_policy_given_later_settles_open_conflicts_and_is_remembered() {
+    let srv = server();
+    let token = srv.token("acme", "dora").unwrap();
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let conflict = |n: &str| {
+        client(a, &url, &token, &["put", "notes", n, r#"{"title": "t0"}"#]);
+        client(a, &url, &token, &["sync"]);
+        client(b, &url, &token, &["sync"]);
+        client(b, &url, &token, &["put", "notes", n, r#"{"title": "from b"}"#]);
+        client(b, &url, &token, &["sync"]);
+        client(a, &url, &token, &["put", "notes", n, r#"{"title": "from a"}"#]);
+        client(a, &url, &token, &["sync"])
+    };
+    let first = conflict("n1");
+    assert_eq!(first["status"]["open_conflicts"], 1, "no policy: it waits: {first}");
+    let settled = client(a, &url, &token, &["--policy", "notes=field_merge", "sync"]);
+    assert_eq!(settled["status"]["open_conflicts"], 0, "{settled}");
+    // Later commands use the remembered policy without being told.
+    let second = conflict("n2");
+    assert_eq!(second["report"]["conflicts"], 1);
+    assert_eq!(second["status"]["open_conflicts"], 0, "settled by the remembered field_merge: {second}");
+    let journal = client(a, &url, &token, &["journal"]);
+    assert!(journal.as_array().unwrap().iter().all(|j| j["policy"] == "field_merge"), "{journal}");
+    // Forgotten, conflicts wait for review again.
+    client(a, &url, &token, &["--policy", "notes=review", "status"]);
+    let third = conflict("n3");
+    assert_eq!(third["status"]["open_conflicts"], 1, "{third}");
+}
+
 #[test]
 fn failures_exit_non_zero_with_a_clear_message_and_sync_resumes() {
     let mut srv = server();

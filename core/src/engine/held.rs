@@ -50,6 +50,8 @@ impl Engine {
                 server_version: op.base_version,
                 server_deleted: false,
                 fields: op.patch.keys().cloned().collect(),
+                local_hlc: Some(op.hlc.clone()),
+                server_meta: Default::default(),
                 policy: op.state.as_str().to_owned(),
                 outcome: "discarded".into(),
                 losing: op.patch.clone(),

@@ -60,6 +60,64 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Offers each open conflict that another policy left open (the default one, before the
+    /// entity's own was registered, say) to the entity's policy now. Run at the start of every
+    /// sync cycle, off the app's runtime. The policies run without the engine's lock; an answer
+    /// is carried out only if its conflict is still open and as it was read, and a conflict the
+    /// policy leaves open names it from then on, so it is offered once. Conflicts recorded
+    /// before they kept their local HLC are left to the user. Returns how many were settled.
+    pub(super) fn offer_open_conflicts(&self) -> Result<u64> {
+        let open = self.lock().store.conflicts(true)?;
+        let mut answers = Vec::new();
+        for c in open {
+            let policy = self.policy_for(&c.entity);
+            let Some(local_hlc) = c.local_hlc.clone().filter(|_| policy.name() != c.policy) else { continue };
+            let resolution = policy.resolve(&MergeInput {
+                entity: &c.entity,
+                record_id: &c.record_id,
+                base: &c.base,
+                local: &c.local,
+                local_hlc: &local_hlc,
+                server: &c.server,
+                server_meta: &c.server_meta,
+                server_version: c.server_version,
+                server_deleted: c.server_deleted,
+                conflicting: &c.fields,
+            });
+            answers.push((c, policy, resolution));
+        }
+        let mut settled = 0;
+        for (seen, policy, resolution) in answers {
+            let now = self.inner.clock.now_ms();
+            let ids = &*self.inner.ids;
+            let mut guard = self.lock();
+            let super::State { store, hlc, .. } = &mut *guard;
+            let mut done = false;
+            store.transact(&mut |tx| {
+                let Some(mut conflict) = tx.conflict(seen.id)?.filter(|c| *c == seen) else { return Ok(()) };
+                let Some(mut rec) = tx.record(&conflict.entity, &conflict.record_id)? else { return Ok(()) };
+                conflict.policy = policy.name().to_owned();
+                let check = policy.check_mode();
+                done = apply_resolution(tx, &mut rec, &mut conflict, resolution.clone(), hlc, check, now, ids)?;
+                if done {
+                    rec.conflict_closed()?;
+                }
+                tx.update_conflict(&conflict)?;
+                let ops = tx.record_ops(&rec.entity, &rec.record_id)?;
+                derive_view(&mut rec, &ops);
+                tx.put_record(&rec)
+            })?;
+            settled += u64::from(done);
+        }
+        if settled > 0 {
+            tracing::info!(settled, "open conflicts settled by policies registered since they arose");
+            self.refresh_summary()?;
+        }
+        Ok(settled)
+    }
+}
+
 /// A conflict's local side: the conflicting op and the record's later ops folded into one intent.
 struct Intent {
     kind: Op,
@@ -133,7 +191,7 @@ pub(super) fn settle_conflict(
     ids: &dyn IdSource,
 ) -> Result<()> {
     let later = tx.record_ops(&op.entity, &op.record_id)?;
-    let Intent { kind, local, .. } = fold(op, &later);
+    let Intent { kind, local, local_hlc } = fold(op, &later);
     for l in &later {
         tx.remove_op(l.seq)?;
         rec.op_removed(l.state)?;
@@ -160,6 +218,8 @@ pub(super) fn settle_conflict(
         server_version: rec.server_version,
         server_deleted: rec.server_deleted,
         fields: c.fields.clone(),
+        local_hlc: Some(local_hlc),
+        server_meta: c.server.meta.clone(),
         policy: policy.to_owned(),
         outcome: "open".into(),
         losing: Fields::new(),

@@ -52,6 +52,9 @@ impl Engine {
     }
 
     async fn run_cycle(&self, api: &dyn SyncApi, report: &mut SyncReport) -> Result<()> {
+        // Conflicts left open by another policy go to the entity's policy now (their settlement
+        // may add ops to send).
+        self.off_runtime(Engine::offer_open_conflicts).await?;
         // Ops put back after a server error are not sent again in this cycle.
         let mut skip = HashSet::new();
         let mut deferred = None;

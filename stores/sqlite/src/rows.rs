@@ -11,7 +11,8 @@ const RECORD_COLS: &str =
 const OP_COLS: &str = "seq, op_id, entity, record_id, op, patch, base_version, hlc, check_mode, state, batch_id, \
                        attempts, last_error, created_ms";
 const CONFLICT_COLS: &str = "id, entity, record_id, op_id, op, base, local, server, server_version, server_deleted, \
-                             fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id";
+                             fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id, local_hlc, \
+                             server_meta";
 
 fn fields(s: &str) -> Result<Fields> {
     Ok(serde_json::from_str(s)?)
@@ -102,6 +103,14 @@ fn conflict_from(r: &Row<'_>) -> Result<ConflictRecord> {
         created_ms: r.get::<_, i64>(15)? as u64,
         resolved_ms: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
         trace_id: r.get(17)?,
+        local_hlc: match r.get::<_, Option<String>>(18)? {
+            Some(h) => Some(h.parse().map_err(|_| malformed("conflicts.local_hlc"))?),
+            None => None,
+        },
+        server_meta: match r.get::<_, Option<String>>(19)? {
+            Some(m) => serde_json::from_str(&m)?,
+            None => Default::default(),
+        },
     })
 }
 
@@ -359,12 +368,13 @@ pub(crate) fn confirm_sole_op(
 pub(crate) fn write_conflict(conn: &Connection, c: &ConflictRecord, insert: bool) -> Result<i64> {
     let sql = if insert {
         "INSERT INTO conflicts (entity, record_id, op_id, op, base, local, server, server_version, server_deleted, \
-         fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id) \
-         VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) RETURNING id"
+         fields, policy, outcome, losing, reason, created_ms, resolved_ms, trace_id, local_hlc, server_meta) \
+         VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) RETURNING id"
     } else {
         "UPDATE conflicts SET entity = ?2, record_id = ?3, op_id = ?4, op = ?5, base = ?6, local = ?7, server = ?8, \
          server_version = ?9, server_deleted = ?10, fields = ?11, policy = ?12, outcome = ?13, losing = ?14, \
-         reason = ?15, created_ms = ?16, resolved_ms = ?17, trace_id = ?18 WHERE id = ?1 RETURNING id"
+         reason = ?15, created_ms = ?16, resolved_ms = ?17, trace_id = ?18, local_hlc = ?19, server_meta = ?20 \
+         WHERE id = ?1 RETURNING id"
     };
     let id = conn.prepare_cached(sql)?.query_row(
         params![
@@ -385,7 +395,9 @@ pub(crate) fn write_conflict(conn: &Connection, c: &ConflictRecord, insert: bool
             c.reason,
             c.created_ms as i64,
             c.resolved_ms.map(|v| v as i64),
-            c.trace_id
+            c.trace_id,
+            c.local_hlc.as_ref().map(ToString::to_string),
+            serde_json::to_string(&c.server_meta)?
         ],
         |r| r.get(0),
     )?;

@@ -111,13 +111,25 @@ DROP TABLE records;
 ALTER TABLE records_v4 RENAME TO records;
 ";
 
+/// Version 5: a conflict keeps the local intent's HLC and the server's field clocks, so an open
+/// one can be offered to a policy registered later; `settings` keeps an app's (or the CLI's)
+/// own small values beside its data.
+const V5: &str = "
+ALTER TABLE conflicts ADD COLUMN local_hlc TEXT;
+ALTER TABLE conflicts ADD COLUMN server_meta TEXT;
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 /// All migrations, oldest first. Append; never edit a released one.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: i64 = 4;
+pub(crate) const LATEST: i64 = 5;
 
 #[cfg(test)]
 mod tests {

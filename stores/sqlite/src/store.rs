@@ -70,6 +70,32 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl SqliteStore {
+    /// An app's own small value kept beside its data under `key` (the CLI keeps a device's
+    /// merge policies here), if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension as _;
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets the value under `key`, or with `None` removes it; in a transaction of its own.
+    pub fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                )?
+                .execute([key, v])?,
+            None => self.conn.prepare_cached("DELETE FROM settings WHERE key = ?1")?.execute([key])?,
+        };
+        self.commits = self.commits.wrapping_add(1);
+        Ok(())
+    }
+
     /// Opens (or creates) the store at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         Self::open_with(path, Options::default())

@@ -27,7 +27,7 @@ fn a_newer_schema_is_refused() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = SqliteStore::open(&path).unwrap_err();
-    assert!(matches!(err, Error::TooNew { found: 99, known: 4 }), "{err:?}");
+    assert!(matches!(err, Error::TooNew { found: 99, known: 5 }), "{err:?}");
 }
 
 #[test]
@@ -58,6 +58,7 @@ fn a_version_1_file_migrates_its_refused_ops_to_dead_letters() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE resync_unseen; DROP INDEX outbox_held; ALTER TABLE sync_state DROP COLUMN metrics; \
+         ALTER TABLE conflicts DROP COLUMN local_hlc; ALTER TABLE conflicts DROP COLUMN server_meta; DROP TABLE settings; \
          UPDATE outbox SET state = 'failed'; UPDATE records SET failed = 1; PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -81,6 +82,7 @@ fn a_version_3_file_keeps_confirmed_fields_once_where_they_equal_the_view() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         r#"DROP TABLE records;
+        ALTER TABLE conflicts DROP COLUMN local_hlc; ALTER TABLE conflicts DROP COLUMN server_meta; DROP TABLE settings;
         CREATE TABLE records (entity TEXT NOT NULL, record_id TEXT NOT NULL, server_version INTEGER NOT NULL,
             server_fields TEXT NOT NULL, server_deleted INTEGER NOT NULL, fields TEXT NOT NULL,
             deleted INTEGER NOT NULL, pending INTEGER NOT NULL, conflicts INTEGER NOT NULL,
@@ -111,7 +113,7 @@ fn a_version_3_file_keeps_confirmed_fields_once_where_they_equal_the_view() {
         .unwrap();
     assert_eq!(stored, [Some(r#"{"t":"old"}"#.to_owned()), None], "the synced record's copy is gone");
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5, "migrated to the latest version");
     // A new edit of the synced record keeps its confirmed fields apart again.
     drop(conn);
     let mut store = SqliteStore::open(&path).unwrap();
@@ -205,4 +207,19 @@ fn the_write_ahead_log_stays_bounded_under_steady_writes_and_is_truncated_in_a_p
     assert_eq!(check, "ok");
     drop(conn);
     assert_eq!(crate::engine(&path).list("notes").unwrap().len(), 6000);
+}
+
+#[test]
+fn settings_are_kept_beside_the_data_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.setting("policies").unwrap(), None);
+    store.set_setting("policies", Some(r#"{"notes":"field_merge"}"#)).unwrap();
+    store.set_setting("policies", Some(r#"{"notes":"lww"}"#)).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.setting("policies").unwrap().as_deref(), Some(r#"{"notes":"lww"}"#));
+    store.set_setting("policies", None).unwrap();
+    assert_eq!(store.setting("policies").unwrap(), None);
 }
