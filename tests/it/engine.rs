@@ -36,6 +36,19 @@ impl World {
         let faulty = Faulty::new(self.api());
         (open(&self.dir.path().join(format!("{name}.db")), faulty.clone()), faulty)
     }
+
+    /// Devices a and b that both hold the note `id` with `fields`, created by a and synced.
+    async fn two_devices_with(
+        &self,
+        id: &str,
+        fields: serde_json::Value,
+    ) -> ((Engine, Arc<Faulty>), (Engine, Arc<Faulty>)) {
+        let (a, b) = (self.device("a"), self.device("b"));
+        a.0.put("notes", id, obj(fields)).unwrap();
+        a.0.sync_once().await.unwrap();
+        b.0.sync_once().await.unwrap();
+        (a, b)
+    }
 }
 
 fn open(path: &Path, api: Arc<Faulty>) -> Engine {
@@ -173,10 +186,7 @@ async fn a_conflict_folds_the_later_edits_of_its_record_and_the_view_shows_the_s
 #[tokio::test]
 async fn an_edit_queued_behind_an_op_accepted_over_others_changes_is_checked_against_them() {
     let w = World::new(Limits::default());
-    let ((a, fa), (b, _)) = (w.device("a"), w.device("b"));
-    a.put("notes", "n", obj(json!({"title": "t0", "body": "b0"}))).unwrap();
-    a.sync_once().await.unwrap();
-    b.sync_once().await.unwrap();
+    let ((a, fa), (b, _)) = w.two_devices_with("n", json!({"title": "t0", "body": "b0"})).await;
     a.patch("notes", "n", obj(json!({"body": "a body"}))).unwrap();
     fa.server_errors.store(1, Ordering::SeqCst);
     assert!(a.sync_once().await.is_err());
@@ -200,10 +210,7 @@ async fn an_edit_queued_behind_an_op_accepted_over_others_changes_is_checked_aga
 #[tokio::test]
 async fn a_device_never_claims_a_version_it_has_not_seen() {
     let w = World::new(Limits::default());
-    let ((a, fa), (b, _)) = (w.device("a"), w.device("b"));
-    a.put("notes", "n", obj(json!({"title": "t0", "body": "b0"}))).unwrap();
-    a.sync_once().await.unwrap();
-    b.sync_once().await.unwrap();
+    let ((a, fa), (b, _)) = w.two_devices_with("n", json!({"title": "t0", "body": "b0"})).await;
     a.patch("notes", "n", obj(json!({"body": "a body"}))).unwrap();
     b.patch("notes", "n", obj(json!({"title": "b title"}))).unwrap();
     b.sync_once().await.unwrap();
@@ -309,10 +316,7 @@ async fn a_re_sync_after_compaction_deletes_what_the_server_no_longer_has() {
 #[tokio::test]
 async fn an_open_conflict_goes_to_a_policy_registered_later() {
     let w = World::new(Limits::default());
-    let ((a, _), (b, _)) = (w.device("a"), w.device("b"));
-    a.put("notes", "n", obj(json!({"title": "t0"}))).unwrap();
-    a.sync_once().await.unwrap();
-    b.sync_once().await.unwrap();
+    let ((a, _), (b, _)) = w.two_devices_with("n", json!({"title": "t0"})).await;
     b.patch("notes", "n", obj(json!({"title": "b"}))).unwrap();
     b.sync_once().await.unwrap();
     a.patch("notes", "n", obj(json!({"title": "a"}))).unwrap();
