@@ -295,13 +295,12 @@ fn apply_resolution(
             ("take_local", lost)
         }
         Resolution::Merged { fields, notice } => {
-            let mut lost: Fields = conflict
-                .local
-                .iter()
-                .chain(server.iter())
-                .filter(|(k, v)| fields.get(*k) != Some(*v) && !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            // Per side, what it changed that the merge did not keep; where both sides lost a
+            // field, the server's value is listed (the local one stays in the row's `local`).
+            let mut lost = not_kept(&server, &conflict.base, &fields);
+            for (k, v) in not_kept(&conflict.local, &conflict.base, &fields) {
+                lost.entry(k).or_insert(v);
+            }
             let patch = diff(&server, &fields);
             lost.extend(pending_overwritten(rec, &server, &patch));
             if !patch.is_empty() {
@@ -315,4 +314,64 @@ fn apply_resolution(
     conflict.losing = losing;
     conflict.resolved_ms = Some(now);
     Ok(true)
+}
+
+/// The values of `side` that it changed from `base` and that `merged` did not keep. A value is
+/// kept when it is there as it is, or when what it added is: the elements an array gained, the
+/// lines a text gained, the entries an object changed (a union of tags, a line merge).
+fn not_kept(side: &Fields, base: &Fields, merged: &Fields) -> Fields {
+    side.iter()
+        .filter(|(k, v)| !v.is_null() && base.get(*k) != Some(*v) && !kept(v, base.get(*k), merged.get(*k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn kept(value: &serde_json::Value, base: Option<&serde_json::Value>, merged: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value as V;
+    let Some(merged) = merged else { return false };
+    if value == merged {
+        return true;
+    }
+    match (value, merged) {
+        (V::Array(v), V::Array(m)) => {
+            let old = base.and_then(V::as_array);
+            v.iter().filter(|x| old.is_none_or(|o| !o.contains(x))).all(|x| m.contains(x))
+        }
+        (V::String(v), V::String(m)) => {
+            let old: Vec<&str> = base.and_then(V::as_str).map(|b| b.lines().collect()).unwrap_or_default();
+            let merged_lines: Vec<&str> = m.lines().collect();
+            v.lines().filter(|l| !old.contains(l)).all(|l| merged_lines.contains(&l))
+        }
+        (V::Object(v), V::Object(m)) => {
+            let old = base.and_then(V::as_object);
+            v.iter().filter(|(k, x)| old.is_none_or(|o| o.get(*k) != Some(*x))).all(|(k, x)| m.get(k) == Some(x))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::not_kept;
+    use crate::model::Fields;
+
+    fn f(v: serde_json::Value) -> Fields {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_merge_loses_only_what_it_did_not_keep() {
+        let base = f(json!({"tags": ["a"], "notes": "l0\nl1", "qty": 1, "title": "t"}));
+        let local = f(json!({"tags": ["a", "b"], "notes": "L0\nl1", "qty": 2}));
+        let server = f(json!({"tags": ["a", "c"], "notes": "l0\nL1", "qty": 3, "title": "t"}));
+        // Tags united, lines merged, the quantity taken from the server.
+        let merged = f(json!({"tags": ["a", "b", "c"], "notes": "L0\nL1", "qty": 3, "title": "t"}));
+        assert_eq!(not_kept(&local, &base, &merged), f(json!({"qty": 2})), "only the quantity lost");
+        assert_eq!(not_kept(&server, &base, &merged), Fields::new(), "the server's changes all kept");
+        let dropped = f(json!({"tags": ["a", "c"], "notes": "l0\nL1", "qty": 3, "title": "t"}));
+        let lost = not_kept(&local, &base, &dropped);
+        assert_eq!(lost, f(json!({"tags": ["a", "b"], "notes": "L0\nl1", "qty": 2})));
+    }
 }
