@@ -128,6 +128,27 @@ fn parse_policy(s: &str) -> Result<(String, String), String> {
     Ok((entity.to_owned(), name.to_owned()))
 }
 
+/// A progress line on stderr for a running sync cycle, from the status's progress: the push
+/// as a count of the ops waiting, then the records pulled. Only on a terminal.
+fn show_progress(engine: &Engine) -> (tokio::task::JoinHandle<()>, indicatif::ProgressBar) {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(5));
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut watch = engine.watch_status();
+    let shown = bar.clone();
+    let task = tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let Some(p) = watch.borrow().progress else { continue };
+            let pushed =
+                if p.to_push > 0 { format!("pushed {}/{}", p.pushed.min(p.to_push), p.to_push) } else { String::new() };
+            let pulled = if p.pulled > 0 { format!("pulled {}", p.pulled) } else { String::new() };
+            let sep = if pushed.is_empty() || pulled.is_empty() { "" } else { ", " };
+            shown.set_message(format!("syncing: {pushed}{sep}{pulled}"));
+        }
+    });
+    (task, bar)
+}
+
 fn parse_fields(s: &str) -> Result<Fields> {
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -263,21 +284,11 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
 }
 
 async fn sync(engine: &Engine, out: &Output) -> Result<()> {
-    let mut watch = engine.watch_status();
-    let start = engine.status().pending;
-    let progress = (!out.json && start > 200).then(|| {
-        tokio::spawn(async move {
-            while watch.changed().await.is_ok() {
-                let p = watch.borrow().pending;
-                eprint!("\rpushing: {}/{} sent   ", start.saturating_sub(p), start);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let progress = (!out.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| show_progress(engine));
     let result = engine.sync_once().await;
-    if let Some(p) = progress {
-        p.abort();
-        eprintln!();
+    if let Some((task, bar)) = progress {
+        task.abort();
+        bar.finish_and_clear();
     }
     let report = result.map_err(|e| {
         let hint = match e.class() {

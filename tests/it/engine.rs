@@ -349,3 +349,21 @@ async fn an_open_conflict_goes_to_a_policy_registered_later() {
     let on_server = w.api().record("notes", "n").await.unwrap();
     assert_eq!(on_server.fields["title"], a.get("notes", "n").unwrap().unwrap().fields["title"]);
 }
+
+/// The status shows how far a running cycle is, for a progress display; none between cycles.
+#[tokio::test]
+async fn a_running_cycle_shows_its_progress_in_the_status() {
+    let w = World::new(Limits::default());
+    let (a, fa) = w.device("a");
+    for i in 0..120 {
+        a.put("notes", &format!("n{i}"), obj(json!({"i": i}))).unwrap();
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (engine, into) = (a.clone(), seen.clone());
+    *fa.during_push.lock().unwrap() = Some(Box::new(move || into.lock().unwrap().push(engine.status().progress)));
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(report.batches, 3);
+    let first = seen.lock().unwrap()[0].expect("progress while the first batch is out");
+    assert_eq!((first.to_push, first.pushed, first.pulled), (120, 0, 0));
+    assert_eq!(a.status().progress, None, "none between cycles");
+}

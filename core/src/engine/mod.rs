@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 pub use metrics::{EntityCounts, Metrics, MetricsReport};
 pub use resolve::Choice;
-pub use status::{Phase, RecordState, RecordView, StatusError, SyncReport, SyncStatus};
+pub use status::{Phase, RecordState, RecordView, StatusError, SyncProgress, SyncReport, SyncStatus};
 pub use worker::{WorkerConfig, WorkerHandle, backoff_delay};
 
 use crate::api::{AuthProvider, SyncApi};
@@ -122,6 +122,7 @@ impl EngineBuilder {
             open_conflicts: summary.open_conflicts,
             last_success_ms: device.last_success_ms,
             last_error,
+            progress: None,
         };
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {

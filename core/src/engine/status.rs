@@ -64,6 +64,21 @@ pub struct SyncStatus {
     pub last_success_ms: Option<u64>,
     /// The last cycle's error, cleared by a successful cycle.
     pub last_error: Option<StatusError>,
+    /// How far the running sync cycle is; none between cycles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
+}
+
+/// How far a running sync cycle is: for a progress display during a long push or pull (a first
+/// sync of many records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SyncProgress {
+    /// Ops waiting to be pushed when the cycle started.
+    pub to_push: u64,
+    /// Ops pushed and answered so far.
+    pub pushed: u64,
+    /// Records pulled so far (how many the feed holds is not known ahead).
+    pub pulled: u64,
 }
 
 impl StatusError {

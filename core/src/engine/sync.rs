@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::write::derive_view;
-use super::{Engine, Phase, StatusError, SyncReport};
+use super::{Engine, Phase, StatusError, SyncProgress, SyncReport};
 use crate::api::SyncApi;
 use crate::crash;
 use crate::error::{Code, Error, ErrorClass, Result};
@@ -21,12 +21,15 @@ impl Engine {
         let mut report =
             SyncReport { trace_id: self.inner.ids.new_uuid().simple().to_string(), ..SyncReport::default() };
         self.set_phase(Phase::Syncing);
+        let to_push = self.status().pending;
+        self.set_progress(Some(SyncProgress { to_push, ..SyncProgress::default() }));
         tracing::debug!(trace_id = %report.trace_id, "sync cycle started");
         let trace_id = report.trace_id.clone();
         let result = crate::api::in_cycle(trace_id, self.run_cycle(api.as_ref(), &mut report)).await;
         let now = self.inner.clock.now_ms();
         let status_error = result.as_ref().err().map(|e| StatusError::of(e, now));
         let outcome = self.off_runtime(move |e| e.finish_cycle(status_error, now)).await;
+        self.set_progress(None);
         self.off_runtime(Engine::refresh_summary).await?;
         outcome?;
         match &result {
@@ -92,6 +95,7 @@ impl Engine {
                         })
                         .await?;
                     next = after;
+                    self.advance_progress(|p| p.pushed += counts.accepted + counts.conflicts + counts.rejected);
                     report.accepted += counts.accepted;
                     report.conflicts += counts.conflicts;
                     report.rejected += counts.rejected;
@@ -171,6 +175,8 @@ impl Engine {
             crash::point("pull.after_fetch");
             report.pages += 1;
             report.pulled += page.changes.len() as u64;
+            let pulled = report.pulled;
+            self.advance_progress(|p| p.pulled = pulled);
             let has_more = page.has_more;
             self.off_runtime(move |e| e.apply_page(page.changes, page.cursor)).await?;
             crash::point("pull.after_commit");
@@ -178,6 +184,20 @@ impl Engine {
                 return self.off_runtime(Engine::finish_snapshot).await;
             }
         }
+    }
+
+    /// Sets the running cycle's progress in the status.
+    fn set_progress(&self, progress: Option<SyncProgress>) {
+        self.inner.status.send_modify(|s| s.progress = progress);
+    }
+
+    /// Moves the running cycle's progress on.
+    fn advance_progress(&self, f: impl FnOnce(&mut SyncProgress)) {
+        self.inner.status.send_modify(|s| {
+            if let Some(p) = &mut s.progress {
+                f(p);
+            }
+        });
     }
 
     /// Runs store work (and the policies it asks) on tokio's blocking pool, so an app's async
@@ -284,6 +304,7 @@ impl Engine {
         let phase = status_error.as_ref().map_or(Phase::Idle, StatusError::phase);
         self.inner.status.send_modify(|s| {
             s.phase = phase;
+            s.progress = None;
             if ok {
                 s.last_success_ms = Some(now);
             }
