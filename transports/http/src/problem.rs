@@ -1,5 +1,7 @@
-//! The problem+json body (RFC 9457) that every error of the wire contract carries, and the
-//! header names both adapters use.
+//! The problem+json body (RFC 9457) that every error of the wire contract carries — its shape,
+//! how it is made and how a client reads it — and the header names both adapters use. (Which
+//! status and log line an error gets is the server's `response.rs`; which error class an answer
+//! means is the client's `classify.rs`.)
 
 use converge_core::Code;
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,22 @@ impl Problem {
             code: code.as_str().to_owned(),
         }
     }
+}
+
+/// What a client reads of a problem body: the code as written (possibly one this build does not
+/// know) and the detail (else the title). Lenient: other members, and members missing but
+/// `code`, are fine; a body that is not a problem gives `None`.
+pub fn read(body: &[u8]) -> Option<(String, Option<String>)> {
+    #[derive(Deserialize)]
+    struct Read {
+        code: String,
+        #[serde(default)]
+        detail: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+    }
+    let p: Read = serde_json::from_slice(body).ok()?;
+    Some((p.code, p.detail.or(p.title)))
 }
 
 /// The problem title of a code.

@@ -6,7 +6,6 @@ use std::time::Duration;
 use converge_core::{ApiError, Code};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use serde::Deserialize;
 
 use crate::error::Error;
 
@@ -42,25 +41,15 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The members of a problem body the client reads; the rest is ignored.
-#[derive(Debug, Deserialize)]
-struct WireProblem {
-    code: String,
-    #[serde(default)]
-    detail: Option<String>,
-    #[serde(default)]
-    title: Option<String>,
-}
-
 /// The error for a non-2xx answer.
 pub(crate) fn error_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
     let retry_after = retry_after(headers);
-    let problem = serde_json::from_slice::<WireProblem>(body).ok();
+    let problem = crate::problem::read(body);
     let detail = problem
         .as_ref()
-        .and_then(|p| p.detail.clone().or_else(|| p.title.clone()))
+        .and_then(|(_, detail)| detail.clone())
         .unwrap_or_else(|| format!("HTTP {} without a problem body", status.as_u16()));
-    let code = problem.as_ref().and_then(|p| Code::parse(&p.code)).or_else(|| fallback_code(status));
+    let code = problem.as_ref().and_then(|(code, _)| Code::parse(code)).or_else(|| fallback_code(status));
     match code {
         Some(code) => Error::Api(ApiError { code, detail, retry_after }),
         None => Error::Protocol(format!("unexpected HTTP {}: {detail}", status.as_u16())),
