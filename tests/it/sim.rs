@@ -15,6 +15,7 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (11730, "a write lost: an edit queued behind an op accepted over others' changes was rebased past them"),
     (17356, "a write lost, the same shape as 11730"),
     (424, "did not replay: a background checkpoint decided whether the read-ahead batch was kept"),
+    (4576, "a write missing from the journal: a merge dropped the server's rewrite of the base's value"),
 ];
 
 /// Runs each seed twice; returns a line per seed that failed a check or did not replay.

@@ -297,8 +297,14 @@ fn apply_resolution(
         Resolution::Merged { fields, notice } => {
             // Per side, what it changed that the merge did not keep; where both sides lost a
             // field, the server's value is listed (the local one stays in the row's `local`).
-            let mut lost = not_kept(&server, &conflict.base, &fields);
-            for (k, v) in not_kept(&conflict.local, &conflict.base, &fields) {
+            // The server changed a field when it differs from the base or the server reported it
+            // in conflict (a write of the base's value again is a write too); the local intent
+            // holds only changed fields.
+            let server_changed = |k: &str, v: &serde_json::Value| {
+                conflict.base.get(k) != Some(v) || conflict.fields.iter().any(|f| f == k)
+            };
+            let mut lost = not_kept(&server, &conflict.base, &fields, server_changed);
+            for (k, v) in not_kept(&conflict.local, &conflict.base, &fields, |_, _| true) {
                 lost.entry(k).or_insert(v);
             }
             let patch = diff(&server, &fields);
@@ -316,12 +322,18 @@ fn apply_resolution(
     Ok(true)
 }
 
-/// The values of `side` that it changed from `base` and that `merged` did not keep. A value is
-/// kept when it is there as it is, or when what it added is: the elements an array gained, the
-/// lines a text gained, the entries an object changed (a union of tags, a line merge).
-fn not_kept(side: &Fields, base: &Fields, merged: &Fields) -> Fields {
+/// The values of `side` that it `changed` and that `merged` did not keep. A value is kept when it
+/// is there as it is, or, when it differs from `base`, when what it added is: the elements an
+/// array gained, the lines a text gained, the entries an object changed (a union of tags, a
+/// line merge).
+fn not_kept(
+    side: &Fields,
+    base: &Fields,
+    merged: &Fields,
+    changed: impl Fn(&str, &serde_json::Value) -> bool,
+) -> Fields {
     side.iter()
-        .filter(|(k, v)| !v.is_null() && base.get(*k) != Some(*v) && !kept(v, base.get(*k), merged.get(*k)))
+        .filter(|(k, v)| !v.is_null() && changed(k, v) && !kept(v, base.get(*k), merged.get(*k)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -331,6 +343,10 @@ fn kept(value: &serde_json::Value, base: Option<&serde_json::Value>, merged: Opt
     let Some(merged) = merged else { return false };
     if value == merged {
         return true;
+    }
+    if base == Some(value) {
+        // The base's value written again adds nothing to look for: only itself counts.
+        return false;
     }
     match (value, merged) {
         (V::Array(v), V::Array(m)) => {
@@ -368,10 +384,16 @@ mod tests {
         let server = f(json!({"tags": ["a", "c"], "notes": "l0\nL1", "qty": 3, "title": "t"}));
         // Tags united, lines merged, the quantity taken from the server.
         let merged = f(json!({"tags": ["a", "b", "c"], "notes": "L0\nL1", "qty": 3, "title": "t"}));
-        assert_eq!(not_kept(&local, &base, &merged), f(json!({"qty": 2})), "only the quantity lost");
-        assert_eq!(not_kept(&server, &base, &merged), Fields::new(), "the server's changes all kept");
+        let all = |_: &str, _: &serde_json::Value| true;
+        let differs = |k: &str, v: &serde_json::Value| base.get(k) != Some(v);
+        assert_eq!(not_kept(&local, &base, &merged, all), f(json!({"qty": 2})), "only the quantity lost");
+        assert_eq!(not_kept(&server, &base, &merged, differs), Fields::new(), "the server's changes all kept");
         let dropped = f(json!({"tags": ["a", "c"], "notes": "l0\nL1", "qty": 3, "title": "t"}));
-        let lost = not_kept(&local, &base, &dropped);
+        let lost = not_kept(&local, &base, &dropped, all);
         assert_eq!(lost, f(json!({"tags": ["a", "b"], "notes": "L0\nl1", "qty": 2})));
+        // The server wrote the base's title again (seed 4576): a merge that drops it loses it.
+        let retitled = f(json!({"tags": ["a", "c"], "notes": "l0\nL1", "qty": 3, "title": "mine"}));
+        let written = |k: &str, v: &serde_json::Value| k == "title" || base.get(k) != Some(v);
+        assert_eq!(not_kept(&server, &base, &retitled, written), f(json!({"title": "t"})));
     }
 }
