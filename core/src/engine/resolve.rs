@@ -68,6 +68,9 @@ impl Engine {
     /// policy leaves open names it from then on, so it is offered once. Conflicts recorded
     /// before they kept their local HLC are left to the user. Returns how many were settled.
     pub(super) fn offer_open_conflicts(&self) -> Result<u64> {
+        if self.status().open_conflicts == 0 {
+            return Ok(0);
+        }
         let open = self.lock().store.conflicts(true)?;
         let mut answers = Vec::new();
         for c in open {
