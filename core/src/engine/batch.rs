@@ -165,7 +165,6 @@ impl Engine {
         let mut delta = Delta::default();
         let mut dead = 0;
         st.store.transact(&mut |tx| {
-            dead = 0;
             for op in ops {
                 let op = failed_attempt(op, reason.to_owned(), max);
                 if op.state == OpState::DeadLetter && hold_on_record(tx, &op, &mut delta)? {

@@ -200,7 +200,10 @@ pub(super) fn enqueue(
                 }
                 return Ok(true);
             }
-            _ => return append(tx, rec, op, patch, hlc, check, now_ms, ids).map(|_| true),
+            _ => {
+                let new = new_op(rec, op, patch, hlc, check, now_ms, ids);
+                return append(tx, rec, &new);
+            }
         }
         if was_held {
             last.state = OpState::Pending;
@@ -213,23 +216,15 @@ pub(super) fn enqueue(
         tx.update_op(&last)?;
         return Ok(true);
     }
-    append(tx, rec, op, patch, hlc, check, now_ms, ids).map(|_| true)
+    let new = new_op(rec, op, patch, hlc, check, now_ms, ids);
+    append(tx, rec, &new)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn append(
-    tx: &mut dyn StoreTx,
-    rec: &mut LocalRecord,
-    op: Op,
-    patch: Fields,
-    hlc: &Hlc,
-    check: CheckMode,
-    now_ms: u64,
-    ids: &dyn IdSource,
-) -> Result<()> {
-    tx.insert_op(&new_op(rec, op, patch, hlc, check, now_ms, ids))?;
+/// Adds `op` to the outbox as `rec`'s newest op.
+fn append(tx: &mut dyn StoreTx, rec: &mut LocalRecord, op: &OutboxOp) -> Result<bool> {
+    tx.insert_op(op)?;
     rec.op_added();
-    Ok(())
+    Ok(true)
 }
 
 /// A new pending op of `rec`, made on its confirmed version.
