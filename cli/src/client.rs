@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use converge_core::store::{ConflictRecord, OutboxOp};
-use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncStatus, WorkerConfig};
-use converge_http::client::HttpClient;
+use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncApi, SyncStatus, WorkerConfig};
 use converge_sqlite::SqliteStore;
 use serde_json::json;
 
@@ -19,7 +18,7 @@ pub(crate) struct ClientArgs {
     /// The device store file (created if absent).
     #[arg(long, env = "CONVERGE_DB", default_value = "converge-device.db")]
     db: PathBuf,
-    /// The sync server's base URL.
+    /// The sync server's URL: http(s)://host:port for HTTP JSON, grpc(s)://host:port for gRPC.
     #[arg(long, env = "CONVERGE_SERVER", default_value = "http://127.0.0.1:7878")]
     server: String,
     /// The bearer token (make one with `converge token`); needed by `sync` only.
@@ -166,7 +165,7 @@ const POLICIES_KEY: &str = "converge-cli.policies";
 /// this command's `--policy` values, which are remembered in turn once each has loaded.
 pub(crate) fn open_engine(
     db: &std::path::Path,
-    api: Option<Arc<HttpClient>>,
+    api: Option<Arc<dyn SyncApi>>,
     policies: &[(String, String)],
 ) -> Result<Engine> {
     let mut store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
@@ -211,7 +210,8 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
                     "no token: pass --token or set CONVERGE_TOKEN (make one with `converge token --tenant T --user U`)"
                 )
             })?;
-            Some(Arc::new(HttpClient::new(&args.server, token).context("bad --server URL")?))
+            let auth = Arc::new(converge_core::StaticToken(token));
+            Some(converge_connect::connect(&args.server, auth).context("bad --server URL")?)
         }
         _ => None,
     };

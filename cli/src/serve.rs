@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use converge_core::CheckMode;
+use converge_core::Tenancy;
 use converge_core::check::Rules;
 use converge_core::wire::Limits;
 use converge_http::server::{ServerConfig, router};
 use converge_server::{JwtAuth, SqliteServerStore, SyncService};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -34,6 +35,9 @@ pub(crate) struct ServeArgs {
     /// The HTTP address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// The gRPC address to listen on, beside HTTP on the same store; `off` serves HTTP only.
+    #[arg(long, default_value = "127.0.0.1:7879", value_parser = parse_grpc_listen)]
+    grpc_listen: GrpcListen,
     /// The HS256 secret that signs tokens (default: a development secret, with a warning).
     #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -56,6 +60,17 @@ pub(crate) struct ServeArgs {
     /// How often to compact away what is older than the retention (also once at start-up).
     #[arg(long, default_value = "1h", value_parser = positive_duration)]
     compact_every: Duration,
+}
+
+/// Where gRPC listens, if anywhere.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GrpcListen(pub(crate) Option<SocketAddr>);
+
+fn parse_grpc_listen(s: &str) -> Result<GrpcListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(GrpcListen(None));
+    }
+    s.parse().map(|a| GrpcListen(Some(a))).map_err(|_| format!("{s:?}: give HOST:PORT, or off"))
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -120,10 +135,13 @@ pub(crate) fn token(args: TokenArgs) -> Result<()> {
 
 /// A server running inside this process.
 pub(crate) struct RunningServer {
-    /// The bound address.
+    /// The bound HTTP address.
     pub(crate) addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    /// The bound gRPC address, if gRPC is served.
+    pub(crate) grpc_addr: Option<SocketAddr>,
+    stop: Option<watch::Sender<bool>>,
     task: JoinHandle<converge_http::Result<()>>,
+    grpc_task: Option<JoinHandle<converge_grpc::Result<()>>>,
     compaction: Option<JoinHandle<()>>,
 }
 
@@ -133,6 +151,11 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// The URL of the gRPC API, if served.
+    pub(crate) fn grpc_url(&self) -> Option<String> {
+        self.grpc_addr.map(|a| format!("grpc://{a}"))
+    }
+
     /// Stops accepting, finishes requests in flight, and waits.
     pub(crate) async fn stop(mut self) -> Result<()> {
         if let Some(c) = self.compaction.take() {
@@ -140,17 +163,22 @@ impl RunningServer {
             c.abort();
         }
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
-        self.task.await?.context("server failed")?;
+        self.task.await?.context("the HTTP server failed")?;
+        if let Some(grpc) = self.grpc_task.take() {
+            grpc.await?.context("the gRPC server failed")?;
+        }
         Ok(())
     }
 }
 
-/// Starts the server on a SQLite file, compacting it in the background if `compaction` is set.
+/// Starts the server on a SQLite file, HTTP on `listen` and gRPC on `grpc` (if given), both over
+/// one service; compacts it in the background if `compaction` is set.
 pub(crate) async fn start(
     db: &Path,
     listen: SocketAddr,
+    grpc: Option<SocketAddr>,
     secret: &str,
     rules: Rules,
     compaction: Option<Compaction>,
@@ -161,14 +189,31 @@ pub(crate) async fn start(
     let service = SyncService::with_rules(Arc::new(store), rules);
     let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
-    let app = router(Arc::new(service), auth, ServerConfig { limits });
+    let service: Arc<dyn Tenancy> = Arc::new(service);
+    let app = router(Arc::clone(&service), auth.clone(), ServerConfig { limits });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(converge_http::server::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
-    Ok(RunningServer { addr, stop: Some(stop), task, compaction })
+    let grpc_listener = match grpc {
+        Some(at) => {
+            Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("cannot listen for gRPC on {at}"))?)
+        }
+        None => None,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let stopped_signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let task = tokio::spawn(converge_http::server::serve(listener, app, stopped_signal(stopped.clone())));
+    let (grpc_addr, grpc_task) = match grpc_listener {
+        Some(listener) => {
+            let grpc_addr = listener.local_addr()?;
+            let routes = converge_grpc::server::routes(service, auth, converge_grpc::ServerConfig { limits }).await?;
+            let task = tokio::spawn(converge_grpc::server::serve(listener, routes, stopped_signal(stopped)));
+            (Some(grpc_addr), Some(task))
+        }
+        None => (None, None),
+    };
+    Ok(RunningServer { addr, grpc_addr, stop: Some(stop), task, grpc_task, compaction })
 }
 
 /// Compacts now and then every `c.every`. A failure is logged and the next run tries again; it
@@ -205,10 +250,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         eprintln!("warning: --retention is under 24h: a batch retried later than that runs again as a new one");
     }
     let compaction = Compaction { retention: args.retention, every: args.compact_every };
-    let server = start(Path::new(&args.db), args.listen, &secret, rules, Some(compaction)).await?;
+    let server = start(Path::new(&args.db), args.listen, args.grpc_listen.0, &secret, rules, Some(compaction)).await?;
     println!("converge server listening on {} (store: {})", server.url(), args.db);
+    match server.grpc_url() {
+        Some(url) => println!("gRPC listening on {url}"),
+        None => println!("gRPC off"),
+    }
     tracing::info!(
         addr = %server.addr,
+        grpc_addr = ?server.grpc_addr,
         retention_s = args.retention.as_secs(),
         compact_every_s = args.compact_every.as_secs(),
         "listening"

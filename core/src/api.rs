@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{ApiError, Result};
-use crate::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse};
+use crate::wire::{Change, Notice, PullRequest, PullResponse, PushRequest, PushResponse};
 
 /// Who is calling: everything a call reads or writes is inside the tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +39,42 @@ pub trait SyncApi: Send + Sync {
 
     /// Returns one record's current state (also when deleted); `not_found` if it never existed.
     async fn record(&self, entity: &str, record_id: &str) -> Result<Change>;
+
+    /// Opens a stream of live change notices for the caller's tenant: one (coalesced) whenever
+    /// the feed holds changes after `cursor` (at once if it already does). A cursor the server
+    /// cannot serve is `cursor_expired` here, before the stream opens; a server that does not
+    /// offer notices is [`Error::Unsupported`](crate::Error::Unsupported), and the caller polls.
+    /// The stream ends (`None`, or an error with its class) when the connection does; the
+    /// caller subscribes again with its cursor and misses nothing, since a notice only says
+    /// "pull".
+    async fn subscribe(&self, cursor: Option<String>) -> Result<Subscription>;
+}
+
+/// A stream of live change notices ([`SyncApi::subscribe`]). Dropping it closes the stream.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: tokio::sync::mpsc::Receiver<Result<Notice>>,
+}
+
+impl Subscription {
+    /// A subscription fed through the returned sender; the stream ends when every sender is
+    /// dropped. A sender learns that the subscriber left from `closed()` or a failed send.
+    pub fn channel() -> (tokio::sync::mpsc::Sender<Result<Notice>>, Subscription) {
+        // Notices coalesce: a few in the buffer are as good as many.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (tx, Subscription { rx })
+    }
+
+    /// The next notice; `None` once the stream has ended. An error ends the stream too.
+    pub async fn next(&mut self) -> Option<Result<Notice>> {
+        self.rx.recv().await
+    }
+
+    /// The receiving end, for adapters that need a `Stream` (wrap it in
+    /// `tokio_stream::wrappers::ReceiverStream`).
+    pub fn into_receiver(self) -> tokio::sync::mpsc::Receiver<Result<Notice>> {
+        self.rx
+    }
 }
 
 tokio::task_local! {

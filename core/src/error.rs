@@ -99,6 +99,9 @@ impl std::fmt::Display for Code {
     }
 }
 
+/// The detail a client sees for a server-side failure ([`Error::into_answer`]).
+pub const INTERNAL_DETAIL: &str = "the server failed to handle the request";
+
 /// What the sync worker should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,6 +192,10 @@ pub enum Error {
         /// The record id.
         record_id: String,
     },
+    /// The server does not offer this (live change notices on a server that predates them): the
+    /// caller falls back (the sync worker polls).
+    #[error("not offered by the server: {0}")]
+    Unsupported(String),
     /// An answer the client cannot understand, a setting it cannot use, or a broken invariant.
     #[error("fatal: {detail}")]
     Fatal {
@@ -226,14 +233,14 @@ impl Error {
             Error::Offline { .. } => ErrorClass::Retryable,
             Error::Store { retryable: true, .. } | Error::StoreFull(_) => ErrorClass::Retryable,
             Error::Store { .. } | Error::Fatal { .. } => ErrorClass::Fatal,
-            Error::InvalidInput(_) | Error::NotFound { .. } => ErrorClass::Rejected,
+            Error::InvalidInput(_) | Error::NotFound { .. } | Error::Unsupported(_) => ErrorClass::Rejected,
         }
     }
 
     /// Where the error arose.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Api(_) => ErrorKind::Server,
+            Error::Api(_) | Error::Unsupported(_) => ErrorKind::Server,
             Error::Offline { .. } => ErrorKind::Network,
             Error::Store { .. } => ErrorKind::Store,
             Error::StoreFull(_) => ErrorKind::StoreFull,
@@ -278,6 +285,27 @@ impl Error {
     /// Something on this side is broken, because of `source`.
     pub fn fatal_from(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Fatal { detail: detail.into(), source: Some(source.into()) }
+    }
+
+    /// What a server answers a client for this error, on any transport: an API error keeps its
+    /// code; bad input is `invalid_request`; a full store is `unavailable` with a retry delay;
+    /// any other failure is `internal` with a fixed detail, the real one only in the log.
+    pub fn into_answer(self) -> ApiError {
+        match self {
+            Error::Api(api) if api.code == Code::Internal => {
+                tracing::error!(detail = %api.detail, "internal error");
+                ApiError { detail: INTERNAL_DETAIL.to_owned(), ..api }
+            }
+            Error::Api(api) => api,
+            Error::InvalidInput(detail) => ApiError::invalid(detail),
+            Error::NotFound { .. } => ApiError::new(Code::NotFound, "no such record"),
+            Error::StoreFull(_) => ApiError::new(Code::Unavailable, "the server's storage is full; try again later")
+                .with_retry_after(Duration::from_secs(60)),
+            other => {
+                tracing::error!(error = %other.report(), "internal error");
+                ApiError::new(Code::Internal, INTERNAL_DETAIL)
+            }
+        }
     }
 
     /// The error and its causes, `a: b: c`, each said once.

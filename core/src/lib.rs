@@ -16,7 +16,7 @@ pub mod server_store;
 pub mod store;
 pub mod wire;
 
-pub use api::{AuthProvider, Authenticator, Scope, StaticToken, SyncApi, Tenancy};
+pub use api::{AuthProvider, Authenticator, Scope, StaticToken, Subscription, SyncApi, Tenancy};
 pub use engine::{
     Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Phase, RecordState, RecordView, SyncReport,
     SyncStatus, WorkerConfig, WorkerHandle,
@@ -26,4 +26,4 @@ pub use hlc::{Clock, Hlc, HlcClock, IdSource, SystemClock, V7Ids};
 pub use model::{CheckMode, Fields, Op, Version};
 pub use policy::{MergeInput, MergePolicy, Resolution, ReviewPolicy};
 pub use store::{LocalStore, StoreRead, StoreTx};
-pub use wire::{Change, Limits, Mutation, PullRequest, PullResponse, PushBatch, PushRequest, PushResponse};
+pub use wire::{Change, Limits, Mutation, Notice, PullRequest, PullResponse, PushBatch, PushRequest, PushResponse};

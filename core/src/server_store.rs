@@ -32,6 +32,16 @@ pub struct FeedPage {
     pub horizon: u64,
 }
 
+/// Where a tenant's change feed ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedHead {
+    /// The sequence of the tenant's latest change (0 before the first).
+    pub seq: u64,
+    /// The oldest sequence a cursor may still name (compaction moves it past every tombstone it
+    /// removes; see [`ServerStore::compact`]).
+    pub horizon: u64,
+}
+
 /// What one [`ServerStore::compact`] call removed, summed over all tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CompactStats {
@@ -72,9 +82,8 @@ pub trait ServerStore: Send + Sync {
     /// tenant's horizon, all read from one snapshot.
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> Result<FeedPage>;
 
-    /// The oldest sequence a cursor may still name (compaction moves it past every tombstone it
-    /// removes; see [`ServerStore::compact`]).
-    async fn horizon(&self, tenant: &str) -> Result<u64>;
+    /// The end of the tenant's change feed and its horizon, read together (for change notices).
+    async fn head(&self, tenant: &str) -> Result<FeedHead>;
 
     /// One record's current state, also a tombstone (until compaction removes it).
     async fn record(&self, tenant: &str, entity: &str, record_id: &str) -> Result<Option<Change>>;

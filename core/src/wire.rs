@@ -216,6 +216,16 @@ pub struct PullResponse {
     pub has_more: bool,
 }
 
+/// A live change notice: the tenant's feed moved past the subscriber's cursor and now ends at
+/// `cursor`. It carries no records; the client pulls as usual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Notice {
+    /// The cursor of the feed's end when the notice was sent (opaque).
+    pub cursor: String,
+}
+
 /// Default and maximum page size of a pull.
 pub const PULL_LIMIT_DEFAULT: u32 = 500;
 /// The largest page a pull returns.

@@ -7,11 +7,15 @@
 //! - The service keeps its data in any [`converge_core::server_store::ServerStore`];
 //!   [`SqliteServerStore`] is the embedded default.
 //!
+//! - Live change notices ([`converge_core::SyncApi::subscribe`]): a push that changes a
+//!   tenant's feed wakes that tenant's subscriptions in this process (see [`notices`]).
+//!
 //! Features: `sqlite` (default) builds [`SqliteServerStore`] on `rusqlite`.
 
 pub mod auth;
 mod cursor;
 pub mod error;
+pub mod notices;
 pub mod service;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -14,9 +14,10 @@ use converge_core::wire::{
     Change, Limits, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PullRequest, PullResponse, PushBatch, PushRequest,
     PushResponse, validate_idempotency_key,
 };
-use converge_core::{ApiError, Code, Scope, SyncApi, Tenancy};
+use converge_core::{ApiError, Code, Scope, Subscription, SyncApi, Tenancy};
 
 use crate::cursor::{Cursor, decode_cursor};
+use crate::notices::{self, Hub};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
@@ -26,10 +27,11 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// (tenant, user, idempotency key) of a push that is running.
 type InFlightKey = (String, String, String);
 
-struct Inner {
-    store: Arc<dyn ServerStore>,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ServerStore>,
     rules: Rules,
     in_flight: Mutex<HashSet<InFlightKey>>,
+    hub: Hub,
 }
 
 /// The sync service over a server store. Cheap to clone: clones share the store and the set of
@@ -53,7 +55,9 @@ impl SyncService {
 
     /// A service over `store`, enforcing `rules` (limits and per-entity check mode pins).
     pub fn with_rules(store: Arc<dyn ServerStore>, rules: Rules) -> Self {
-        SyncService { inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()) }) }
+        SyncService {
+            inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()), hub: Hub::default() }),
+        }
     }
 
     /// The limits the service enforces.
@@ -64,6 +68,11 @@ impl SyncService {
     /// The rules the service enforces.
     pub fn rules(&self) -> &Rules {
         &self.inner.rules
+    }
+
+    /// How many live-notice subscriptions are open.
+    pub fn subscriptions(&self) -> usize {
+        self.inner.hub.open()
     }
 
     /// Compacts the store: removes tombstones, op results and idempotency responses older than
@@ -138,6 +147,9 @@ impl ScopedSync {
             .map_err(store_error("apply_batch"))?;
         match applied {
             Ok(response) => {
+                if !response.accepted.is_empty() {
+                    self.inner.hub.changed(&self.scope.tenant);
+                }
                 debug!(
                     accepted = response.accepted.len(),
                     conflicts = response.conflicts.len(),
@@ -184,6 +196,29 @@ impl ScopedSync {
             self.inner.store.record(&self.scope.tenant, entity, record_id).await.map_err(store_error("record"))?;
         found.ok_or_else(|| ApiError::new(Code::NotFound, "no such record").into())
     }
+
+    async fn subscribe_in_span(&self, cursor: Option<String>) -> converge_core::Result<Subscription> {
+        let tenant = self.scope.tenant.clone();
+        let cursor = cursor.as_deref().filter(|c| !c.is_empty()).map(decode_cursor).transpose()?;
+        // Watching before the first read: a push after that read wakes the subscription.
+        let wake = self.inner.hub.watch(&tenant);
+        let head = self.inner.store.head(&tenant).await.map_err(store_error("head"))?;
+        if let Some(cursor) = cursor
+            && (cursor.expired(head.horizon) || cursor.seq > head.seq)
+        {
+            debug!(after = cursor.seq, horizon = head.horizon, "subscribe refused: cursor expired");
+            return Err(ApiError::new(
+                Code::CursorExpired,
+                "the cursor is not one this server can serve; sync again from the start",
+            )
+            .into());
+        }
+        let (tx, subscription) = Subscription::channel();
+        let told = cursor.map_or(0, |c| c.seq);
+        tokio::spawn(notices::feed(Arc::clone(&self.inner), tenant, told, head, wake, tx).in_current_span());
+        debug!(after = told, "subscribed");
+        Ok(subscription)
+    }
 }
 
 #[async_trait]
@@ -206,6 +241,11 @@ impl SyncApi for ScopedSync {
     async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
         let span = info_span!("record", tenant = %self.scope.tenant);
         self.record_in_span(entity, record_id).instrument(span).await
+    }
+
+    async fn subscribe(&self, cursor: Option<String>) -> converge_core::Result<Subscription> {
+        let span = info_span!("subscribe", tenant = %self.scope.tenant);
+        self.subscribe_in_span(cursor).instrument(span).await
     }
 }
 
@@ -257,7 +297,7 @@ fn body_hash(batch: &PushBatch) -> converge_core::Result<String> {
 
 /// Turns a store failure into what the caller sees: a client mistake keeps its code, busy is
 /// `unavailable` with a retry delay, anything else is `internal` with the detail only in the log.
-fn store_error(op: &'static str) -> impl Fn(converge_core::Error) -> converge_core::Error {
+pub(crate) fn store_error(op: &'static str) -> impl Fn(converge_core::Error) -> converge_core::Error {
     move |e| match e {
         converge_core::Error::Api(api) => api.into(),
         converge_core::Error::Store { retryable: true, detail, .. } => {

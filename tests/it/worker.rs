@@ -90,6 +90,10 @@ impl SyncApi for Scripted {
     async fn record(&self, entity: &str, record_id: &str) -> Result<Change> {
         self.inner.record(entity, record_id).await
     }
+
+    async fn subscribe(&self, cursor: Option<String>) -> Result<converge_core::Subscription> {
+        self.inner.subscribe(cursor).await
+    }
 }
 
 /// Wall time that follows tokio's (paused) clock.

@@ -194,8 +194,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     }
 
     if wants(Leg::Push) || wants(Leg::E2e) {
-        let server =
-            start(&dir.path().join("server.db"), "127.0.0.1:0".parse()?, DEV_SECRET, Rules::default(), None).await?;
+        let server = start(
+            &dir.path().join("server.db"),
+            "127.0.0.1:0".parse()?,
+            Some("127.0.0.1:0".parse()?),
+            DEV_SECRET,
+            Rules::default(),
+            None,
+        )
+        .await?;
         let auth = JwtAuth::new(DEV_SECRET.as_bytes());
         if wants(Leg::Push) {
             println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);

@@ -222,6 +222,10 @@ impl SyncApi for Counted {
     async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
         self.inner.record(entity, record_id).await
     }
+
+    async fn subscribe(&self, cursor: Option<String>) -> converge_core::Result<converge_core::Subscription> {
+        self.inner.subscribe(cursor).await
+    }
 }
 
 /// The size of a store file and of its WAL, for the figures rows.

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use converge_core::Scope;
 use converge_core::check::{Decision, Rules, decide};
-use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Accepted, Change, Mutation, OpOutcome, PushResponse};
 use converge_sqlite_support::{Checkpointer, WalOptions};
 use rusqlite::{Connection, TransactionBehavior};
@@ -317,9 +317,10 @@ impl ServerStore for SqliteServerStore {
         Ok(self.read(move |conn| rows::changes(conn, &tenant, after, limit)).await?)
     }
 
-    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
+    async fn head(&self, tenant: &str) -> converge_core::Result<FeedHead> {
         let tenant = tenant.to_owned();
-        Ok(self.read(move |conn| Ok(rows::counter(conn, &tenant)?.1)).await?)
+        let (seq, horizon) = self.read(move |conn| rows::counter(conn, &tenant)).await?;
+        Ok(FeedHead { seq, horizon })
     }
 
     async fn record(&self, tenant: &str, entity: &str, record_id: &str) -> converge_core::Result<Option<Change>> {

@@ -91,14 +91,14 @@ async fn the_feed_holds_the_latest_state_per_record_in_change_order() {
 #[tokio::test]
 async fn the_horizon_only_moves_forward_and_not_past_the_sequence() {
     let store = SqliteServerStore::open_in_memory().unwrap();
-    assert_eq!(store.horizon("t").await.unwrap(), 0);
+    assert_eq!(store.head("t").await.unwrap().horizon, 0);
     apply(&store, "t", "k1", &[create("a", 1), create("b", 2)]).await;
     store.advance_horizon("t", 1).unwrap();
-    assert_eq!(store.horizon("t").await.unwrap(), 1);
+    assert_eq!(store.head("t").await.unwrap().horizon, 1);
     store.advance_horizon("t", 0).unwrap();
-    assert_eq!(store.horizon("t").await.unwrap(), 1);
+    assert_eq!(store.head("t").await.unwrap().horizon, 1);
     store.advance_horizon("t", 99).unwrap();
-    assert_eq!(store.horizon("t").await.unwrap(), 2);
+    assert_eq!(store.head("t").await.unwrap().horizon, 2);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Change, Mutation, PullRequest, PullResponse, PushResponse};
 use converge_core::{Code, Scope, SyncApi, Tenancy};
 use serde_json::json;
@@ -200,7 +200,7 @@ async fn the_service_compacts_by_retention() {
     assert!(feed(&api).await.is_empty());
 }
 
-/// A store whose own `horizon()` is stale (always 0), as a separate read taken before a
+/// A store whose own `head()` has a stale horizon (always 0), as a separate read taken before a
 /// compaction would be.
 struct StaleHorizon(Arc<dyn ServerStore>);
 
@@ -221,8 +221,8 @@ impl ServerStore for StaleHorizon {
         self.0.changes(tenant, after, limit).await
     }
 
-    async fn horizon(&self, _tenant: &str) -> converge_core::Result<u64> {
-        Ok(0)
+    async fn head(&self, tenant: &str) -> converge_core::Result<FeedHead> {
+        Ok(FeedHead { horizon: 0, ..self.0.head(tenant).await? })
     }
 
     async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use converge_core::server_store::{CompactStats, FeedPage, ServerStore, StoredPush};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
 use converge_core::wire::{Change, Mutation, PushResponse};
 use converge_core::{Code, Scope, Tenancy};
 use serde_json::json;
@@ -81,8 +81,8 @@ impl ServerStore for GatedStore {
         self.inner.changes(tenant, after, limit).await
     }
 
-    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
-        self.inner.horizon(tenant).await
+    async fn head(&self, tenant: &str) -> converge_core::Result<FeedHead> {
+        self.inner.head(tenant).await
     }
 
     async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {
@@ -170,8 +170,8 @@ impl ServerStore for FlakyStore {
         self.inner.changes(tenant, after, limit).await
     }
 
-    async fn horizon(&self, tenant: &str) -> converge_core::Result<u64> {
-        self.inner.horizon(tenant).await
+    async fn head(&self, tenant: &str) -> converge_core::Result<FeedHead> {
+        self.inner.head(tenant).await
     }
 
     async fn record(&self, tenant: &str, entity: &str, id: &str) -> converge_core::Result<Option<Change>> {

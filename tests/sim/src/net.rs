@@ -193,4 +193,8 @@ impl SyncApi for Link {
     async fn record(&self, entity: &str, record_id: &str) -> Result<Change> {
         self.inner.record(entity, record_id).await
     }
+
+    async fn subscribe(&self, cursor: Option<String>) -> Result<converge_core::Subscription> {
+        self.inner.subscribe(cursor).await
+    }
 }

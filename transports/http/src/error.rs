@@ -26,6 +26,9 @@ pub enum Error {
     /// The server answered with an error of the wire contract.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The server does not offer this (live notices on a server that predates them).
+    #[error("not offered by the server: {0}")]
+    Unsupported(String),
     /// The server answered something the client cannot understand.
     #[error("unexpected response: {0}")]
     Protocol(String),
@@ -47,6 +50,7 @@ impl From<Error> for converge_core::Error {
                     .into()
             }
             Error::Auth(cause) => cause,
+            Error::Unsupported(what) => converge_core::Error::Unsupported(what),
             Error::Config(_) | Error::Protocol(_) | Error::Io(_) => {
                 converge_core::Error::fatal_from("the HTTP transport failed", e)
             }

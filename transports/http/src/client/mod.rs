@@ -5,19 +5,27 @@
 //! `Api` error with the body's code; anything the client cannot understand is `Fatal`.
 
 mod classify;
+mod events;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use converge_core::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse, validate_idempotency_key};
-use converge_core::{AuthProvider, SyncApi};
+use converge_core::{AuthProvider, Subscription, SyncApi};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::problem::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, JSON_CONTENT_TYPE, TRACEPARENT};
+
+/// The media type of an event stream.
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// How long an event stream may stay silent before the client calls it cut (the server sends a
+/// keepalive comment every 15 s).
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Timeouts of an [`HttpClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +45,8 @@ impl Default for ClientConfig {
 /// A `SyncApi` over HTTP. Cheap to share behind an `Arc`; the token can be swapped while in use.
 pub struct HttpClient {
     http: reqwest::Client,
+    /// For event streams: no limit on the whole request, a limit on each read instead.
+    streams: reqwest::Client,
     base: Url,
     token: RwLock<String>,
     auth: Option<Arc<dyn AuthProvider>>,
@@ -67,13 +77,24 @@ impl HttpClient {
         // reqwest is built without a default crypto provider; install ring once per process
         // (a second install fails harmlessly).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("converge-http/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
-        Ok(HttpClient { http, base, token: RwLock::new(token.into()), auth: None, trace_id: RwLock::new(None) })
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .user_agent(concat!("converge-http/", env!("CARGO_PKG_VERSION")))
+        };
+        let built =
+            |b: reqwest::ClientBuilder| b.build().map_err(|e| Error::Config(format!("building the HTTP client: {e}")));
+        let http = built(builder().timeout(config.request_timeout))?;
+        // The server sends a comment every 15 s; three missed ones mean the stream is dead.
+        let streams = built(builder().read_timeout(STREAM_READ_TIMEOUT))?;
+        Ok(HttpClient {
+            http,
+            streams,
+            base,
+            token: RwLock::new(token.into()),
+            auth: None,
+            trace_id: RwLock::new(None),
+        })
     }
 
     /// Takes each request's token from `auth` instead of the fixed one (give the engine the
@@ -125,16 +146,22 @@ impl HttpClient {
         Some(format!("00-{trace}-{span}-01"))
     }
 
-    /// Sends a request with the token (and trace context); a non-2xx answer becomes an error.
-    async fn send(&self, rb: RequestBuilder) -> Result<classify::Reply> {
+    /// `rb` with the token and trace context.
+    async fn authorized(&self, rb: RequestBuilder) -> Result<RequestBuilder> {
         let token = match &self.auth {
             Some(auth) => auth.token().await.map_err(Error::Auth)?,
             None => self.token.read().unwrap_or_else(PoisonError::into_inner).clone(),
         };
-        let mut rb = rb.bearer_auth(token).header(ACCEPT, JSON_CONTENT_TYPE);
+        let mut rb = rb.bearer_auth(token);
         if let Some(tp) = self.traceparent() {
             rb = rb.header(TRACEPARENT, tp);
         }
+        Ok(rb)
+    }
+
+    /// Sends a request with the token (and trace context); a non-2xx answer becomes an error.
+    async fn send(&self, rb: RequestBuilder) -> Result<classify::Reply> {
+        let rb = self.authorized(rb.header(ACCEPT, JSON_CONTENT_TYPE)).await?;
         let resp = rb.send().await.map_err(classify::transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -181,6 +208,30 @@ impl HttpClient {
         decode(&reply)
     }
 
+    async fn subscribe_inner(&self, cursor: Option<String>) -> Result<Subscription> {
+        let mut url = self.url(&["v1", "sync", "events"])?;
+        if let Some(cursor) = &cursor {
+            url.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        let rb = self.authorized(self.streams.get(url).header(ACCEPT, EVENT_STREAM)).await?;
+        let resp = rb.send().await.map_err(classify::transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let body: Vec<u8> = resp.bytes().await.map_err(classify::transport)?.into();
+            // A server from before live notices has no such route.
+            if matches!(status.as_u16(), 404 | 405) {
+                return Err(Error::Unsupported("the server offers no live change notices".into()));
+            }
+            return Err(classify::error_response(status, &headers, &body));
+        }
+        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with(EVENT_STREAM) {
+            return Err(Error::Protocol(format!("the events route answered {content_type:?}, not {EVENT_STREAM}")));
+        }
+        Ok(events::spawn_reader(resp))
+    }
+
     async fn record_inner(&self, entity: &str, record_id: &str) -> Result<Change> {
         let url = self.url(&["v1", "records", entity, record_id])?;
         let reply = self.send(self.http.get(url)).await?;
@@ -211,6 +262,10 @@ impl SyncApi for HttpClient {
 
     async fn record(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
         Ok(self.record_inner(entity, record_id).await?)
+    }
+
+    async fn subscribe(&self, cursor: Option<String>) -> converge_core::Result<Subscription> {
+        Ok(self.subscribe_inner(cursor).await?)
     }
 }
 

@@ -4,6 +4,7 @@
 //! document ([`openapi`]), and a test checks that the two agree. Every error leaves as
 //! `application/problem+json` (see `response.rs`); a client mistake is never a 500.
 
+mod events;
 mod extract;
 mod handlers;
 mod metrics;
@@ -21,12 +22,15 @@ use converge_core::{Authenticator, Tenancy};
 
 use crate::error::Result;
 
+pub use events::{KEEPALIVE, NOTICE_EVENT};
 pub use openapi::openapi;
 
 /// `POST`: push a batch of mutations.
 pub const PUSH_PATH: &str = "/v1/sync/mutations";
 /// `GET`: a page of the change feed.
 pub const CHANGES_PATH: &str = "/v1/sync/changes";
+/// `GET`: live change notices (server-sent events).
+pub const EVENTS_PATH: &str = "/v1/sync/events";
 /// `GET`: one record, with its version as the ETag.
 pub const RECORD_PATH: &str = "/v1/records/{entity}/{record_id}";
 /// `GET`: liveness, no auth.
@@ -51,6 +55,7 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: PUSH_PATH, auth: true },
     Route { method: "GET", path: CHANGES_PATH, auth: true },
+    Route { method: "GET", path: EVENTS_PATH, auth: true },
     Route { method: "GET", path: RECORD_PATH, auth: true },
     Route { method: "GET", path: HEALTHZ_PATH, auth: false },
     Route { method: "GET", path: METRICS_PATH, auth: false },
@@ -92,6 +97,7 @@ pub fn router(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, config: S
     Router::new()
         .route(PUSH_PATH, post(handlers::push))
         .route(CHANGES_PATH, get(handlers::changes))
+        .route(EVENTS_PATH, get(events::events))
         .route(RECORD_PATH, get(handlers::record))
         .route(HEALTHZ_PATH, get(handlers::healthz))
         .route(METRICS_PATH, get(handlers::metrics))

@@ -30,6 +30,7 @@ impl Modify for BearerScheme {
     paths(
         handlers::push,
         handlers::changes,
+        super::events::events,
         handlers::record,
         handlers::healthz,
         handlers::metrics,
@@ -38,7 +39,7 @@ impl Modify for BearerScheme {
     components(schemas(Problem)),
     modifiers(&BearerScheme),
     tags(
-        (name = "sync", description = "Push mutations, pull the change feed, read a record"),
+        (name = "sync", description = "Push mutations, pull the change feed, hear of changes, read a record"),
         (name = "ops", description = "Health, metrics and this document"),
     ),
 )]

@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use crate::problem::{JSON_CONTENT_TYPE, PROBLEM_CONTENT_TYPE, Problem};
 
-/// The detail a client sees for a server-side failure; the real one goes to the log only.
-const INTERNAL_DETAIL: &str = "the server failed to handle the request";
+use converge_core::error::INTERNAL_DETAIL;
 
 /// An error answer: a status, a stable code and a detail for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +57,8 @@ impl From<ApiError> for HttpError {
 
 impl From<converge_core::Error> for HttpError {
     fn from(e: converge_core::Error) -> HttpError {
-        use converge_core::Error as E;
-        match e {
-            E::Api(api) => api.into(),
-            E::InvalidInput(detail) => HttpError::invalid(detail),
-            E::NotFound { .. } => HttpError::new(Code::NotFound, "no such record"),
-            E::StoreFull(_) => HttpError {
-                retry_after: Some(std::time::Duration::from_secs(60)),
-                ..HttpError::new(Code::Unavailable, "the server's storage is full; try again later")
-            },
-            E::Offline { .. } | E::Store { .. } | E::Fatal { .. } => HttpError::internal(&e.report()),
-        }
+        let api = e.into_answer();
+        HttpError { retry_after: api.retry_after, ..HttpError::new(api.code, api.detail) }
     }
 }
 

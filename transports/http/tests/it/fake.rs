@@ -184,4 +184,8 @@ impl SyncApi for Scoped {
         let key = (self.scope.tenant.clone(), entity.to_owned(), record_id.to_owned());
         inner.records.get(&key).cloned().ok_or_else(|| ApiError::new(Code::NotFound, "no such record").into())
     }
+
+    async fn subscribe(&self, _cursor: Option<String>) -> converge_core::Result<converge_core::Subscription> {
+        Err(converge_core::Error::Unsupported("the fake serves no notices".into()))
+    }
 }
