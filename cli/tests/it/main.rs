@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod commands;
 mod compact;
+mod conformance;
 mod crash;
 mod devices;
 mod idempotency;

@@ -25,6 +25,8 @@ pub struct ServerProcess {
     pub dir: tempfile::TempDir,
     /// The listening port (kept across restarts).
     pub port: u16,
+    /// The gRPC listening port (kept across restarts).
+    pub grpc_port: u16,
     extra: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -48,6 +50,7 @@ impl ServerProcess {
             child: None,
             dir: tempfile::tempdir()?,
             port: 0,
+            grpc_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
         };
@@ -65,9 +68,14 @@ impl ServerProcess {
         self.dir.path().join("server.db")
     }
 
-    /// The base URL.
+    /// The base URL of the HTTP API.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL of the gRPC API.
+    pub fn grpc_url(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.grpc_port)
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -77,6 +85,8 @@ impl ServerProcess {
             .arg(self.db_path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{}", self.grpc_port))
             .arg("--jwt-secret")
             .arg(SECRET)
             .args(&self.extra)
@@ -96,9 +106,18 @@ impl ServerProcess {
                 let status = child.wait()?;
                 bail!("converge serve exited before listening ({status})");
             }
-            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                self.port = port.parse().context("no port in the listening line")?;
+            let port_after = |prefix: &str| -> Option<u16> {
+                let rest = line.split(prefix).nth(1)?;
+                rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+            };
+            if let Some(port) = port_after("http://127.0.0.1:") {
+                self.port = port;
+            }
+            if let Some(port) = port_after("grpc://127.0.0.1:") {
+                self.grpc_port = port;
+                break;
+            }
+            if line.starts_with("gRPC off") {
                 break;
             }
             if Instant::now() > deadline {
