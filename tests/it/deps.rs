@@ -1,7 +1,8 @@
 //! converge-core stays pure: no network, SQL driver or wasm runtime in its dependency tree; nor
 //! does the policy test harness, which plugin repositories depend on. Leaf crates do not depend
 //! on each other (the two SQLite stores share only converge-sqlite-support, which depends on no
-//! converge crate); wasmtime stays in converge-wasm (and the CLI's `wasm` feature).
+//! converge crate); wasmtime stays in converge-wasm (and the CLI's `wasm` feature); tonic stays
+//! in converge-grpc and the crates that compose transports.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Command;
@@ -104,7 +105,7 @@ fn the_sqlite_support_crate_depends_on_no_converge_crate_and_only_the_stores_use
 #[test]
 fn leaf_crates_do_not_depend_on_each_other() {
     let meta = metadata();
-    let leaves = ["converge-sqlite", "converge-server", "converge-http", "converge-wasm"];
+    let leaves = ["converge-sqlite", "converge-server", "converge-http", "converge-grpc", "converge-wasm"];
     for leaf in leaves {
         let tree = normal_tree(&meta, leaf);
         for other in leaves.iter().filter(|o| **o != leaf) {
@@ -114,15 +115,33 @@ fn leaf_crates_do_not_depend_on_each_other() {
 }
 
 #[test]
-fn wasmtime_is_only_in_converge_wasm_which_needs_only_core() {
+fn tonic_is_only_in_the_grpc_transport_and_what_composes_transports() {
     let meta = metadata();
-    let members: Vec<&str> = meta["packages"]
+    let composers = ["converge-grpc", "converge-connect", "converge-cli"];
+    for member in workspace_members(&meta).iter().filter(|m| !composers.contains(m)) {
+        assert!(!normal_tree(&meta, member).contains("tonic"), "{member} pulls in tonic");
+    }
+    let tree = normal_tree(&meta, "converge-grpc");
+    assert!(tree.contains("tonic"), "the walk must find tonic under converge-grpc");
+    assert!(!tree.contains("protoc-bin-vendored"), "no protoc at build time");
+    let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-grpc").collect();
+    assert_eq!(ours, ["converge-core"], "converge-grpc depends only on converge-core");
+}
+
+fn workspace_members(meta: &Value) -> Vec<&str> {
+    meta["packages"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| meta["workspace_members"].as_array().unwrap().contains(&p["id"]))
         .map(|p| p["name"].as_str().unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn wasmtime_is_only_in_converge_wasm_which_needs_only_core() {
+    let meta = metadata();
+    let members = workspace_members(&meta);
     assert!(members.contains(&"converge-wasm") && members.contains(&"converge-plugin-sdk"), "{members:?}");
     for member in members.iter().filter(|m| !["converge-wasm", "converge-cli"].contains(m)) {
         assert!(!normal_tree(&meta, member).contains("wasmtime"), "{member} pulls in wasmtime");

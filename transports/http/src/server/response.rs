@@ -81,6 +81,11 @@ impl IntoResponse for HttpError {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.code == Code::BodyTooLarge {
+            // The body was left unread, so the server closes the connection: say so, or a client
+            // sends its next request on it and sees the connection cut.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
