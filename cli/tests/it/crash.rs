@@ -2,21 +2,40 @@
 //! is applied twice, none is lost, and the change feed has no gap.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use converge_core::{PullRequest, SyncApi};
-use converge_http::client::HttpClient;
 use converge_test_support::obj;
 use serde_json::json;
 
 use crate::{device, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_the_server_mid_push_restart_and_nothing_is_lost_or_doubled() {
+async fn kill_the_server_mid_push_over_http_restart_and_nothing_is_lost_or_doubled() {
+    kill_the_server_mid_push(Wire::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_the_server_mid_push_over_grpc_restart_and_nothing_is_lost_or_doubled() {
+    kill_the_server_mid_push(Wire::Grpc).await;
+}
+
+#[derive(Clone, Copy)]
+enum Wire {
+    Http,
+    Grpc,
+}
+
+async fn kill_the_server_mid_push(wire: Wire) {
     let mut srv = server();
+    let url = match wire {
+        Wire::Http => srv.url(),
+        Wire::Grpc => srv.grpc_url(),
+    };
     let token = srv.token("acme", "alice").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = device(dir.path(), "a", &srv.url(), &token);
+    let a = device(dir.path(), "a", &url, &token);
     const N: usize = 1500;
     let ids: Vec<String> =
         (0..N).map(|i| a.create("notes", obj(json!({"i": i, "title": "created"}))).unwrap().record_id).collect();
@@ -68,7 +87,7 @@ async fn kill_the_server_mid_push_restart_and_nothing_is_lost_or_doubled() {
     assert_eq!(a.status().pending, 0);
 
     // The feed from the start: every record once, each at version 2 (one create, one update).
-    let api = HttpClient::new(&srv.url(), token.clone()).unwrap();
+    let api = converge_connect::connect(&url, Arc::new(converge_core::StaticToken(token.clone()))).unwrap();
     let mut cursor = None;
     let mut seen = HashSet::new();
     let mut versions = 0u64;
@@ -93,7 +112,7 @@ async fn kill_the_server_mid_push_restart_and_nothing_is_lost_or_doubled() {
     assert_eq!(seq as u64, versions, "the sequence counter equals the number of applied changes");
 
     // A fresh device pulls everything and agrees.
-    let b = device(dir.path(), "b", &srv.url(), &token);
+    let b = device(dir.path(), "b", &url, &token);
     b.sync_once().await.unwrap();
     let lb = b.list("notes").unwrap();
     assert_eq!(lb.len(), N);

@@ -2,14 +2,16 @@
 //! conflict, convergence.
 
 use converge_core::{Engine, RecordState, SyncApi};
-use converge_http::client::HttpClient;
+use std::sync::Arc;
+
+use converge_test_support::ServerProcess;
 use converge_test_support::obj;
 use serde_json::json;
 
 use crate::{device, server};
 
 /// Asserts both devices hold exactly the server's records for `entity`.
-async fn assert_converged(a: &Engine, b: &Engine, api: &HttpClient, entity: &str) {
+async fn assert_converged(a: &Engine, b: &Engine, api: &Arc<dyn SyncApi>, entity: &str) {
     let la = a.list(entity).unwrap();
     let lb = b.list(entity).unwrap();
     assert_eq!(la.len(), lb.len(), "devices hold different record counts");
@@ -25,14 +27,29 @@ async fn assert_converged(a: &Engine, b: &Engine, api: &HttpClient, entity: &str
     }
 }
 
+/// The URL of each wire a test runs over.
+fn wires(srv: &ServerProcess) -> [String; 2] {
+    [srv.url(), srv.grpc_url()]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_devices_edit_offline_sync_merge_conflict_and_converge() {
+async fn two_devices_edit_offline_sync_merge_conflict_and_converge_over_http() {
     let srv = server();
+    two_devices_edit_offline_sync_merge_conflict_and_converge(&srv, &wires(&srv)[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_edit_offline_sync_merge_conflict_and_converge_over_grpc() {
+    let srv = server();
+    two_devices_edit_offline_sync_merge_conflict_and_converge(&srv, &wires(&srv)[1]).await;
+}
+
+async fn two_devices_edit_offline_sync_merge_conflict_and_converge(srv: &ServerProcess, url: &str) {
     let token = srv.token("acme", "alice").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = device(dir.path(), "a", &srv.url(), &token);
-    let b = device(dir.path(), "b", &srv.url(), &token);
-    let api = HttpClient::new(&srv.url(), token.clone()).unwrap();
+    let a = device(dir.path(), "a", url, &token);
+    let b = device(dir.path(), "b", url, &token);
+    let api = converge_connect::connect(url, Arc::new(converge_core::StaticToken(token.clone()))).unwrap();
 
     // Offline creates on both devices.
     let mut ids = Vec::new();

@@ -13,6 +13,7 @@ mod idempotency;
 #[cfg(unix)]
 mod kill9;
 mod logs;
+mod notices;
 mod policy;
 mod proxy;
 mod worker;
@@ -21,7 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use converge_core::Engine;
-use converge_http::client::HttpClient;
 use converge_sqlite::SqliteStore;
 use converge_test_support::ServerProcess;
 
@@ -33,10 +33,10 @@ pub(crate) fn server() -> ServerProcess {
     ServerProcess::start(bin()).expect("start converge serve")
 }
 
-/// A device: a store file in `dir` and an HTTP client to `url`.
+/// A device: a store file in `dir` and a client to `url` (either wire).
 pub(crate) fn device(dir: &Path, name: &str, url: &str, token: &str) -> Engine {
     let store = SqliteStore::open(dir.join(format!("{name}.db"))).expect("open device store");
-    let api = Arc::new(HttpClient::new(url, token.to_owned()).expect("client"));
+    let api = converge_connect::connect(url, Arc::new(converge_core::StaticToken(token.to_owned()))).expect("client");
     Engine::builder(Box::new(store)).api(api).build().expect("engine")
 }
 
