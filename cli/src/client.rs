@@ -68,10 +68,11 @@ enum ClientCommand {
     },
     /// Run one full sync cycle: push the whole outbox, pull to the end of the feed.
     Sync,
-    /// Keep syncing in the background, as an app does: a cycle at start, then on every poll,
-    /// backing off after failures; prints each status change until Ctrl-C.
+    /// Keep syncing in the background, as an app does: a cycle at start, then whenever the
+    /// server announces a change (live), or on every poll where it announces none, backing off
+    /// after failures; prints each status change until Ctrl-C.
     Watch {
-        /// How often to pull others' changes: 90s, 15m, 1h.
+        /// How often to pull others' changes when not subscribed to notices: 90s, 15m, 1h.
         #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
         poll: Duration,
     },
@@ -342,9 +343,11 @@ async fn watch(engine: &Engine, out: &Output, poll: Duration) -> Result<()> {
                     println!("{}", serde_json::to_string(&s)?);
                 } else {
                     let phase = serde_json::to_value(s.phase).ok().and_then(|v| v["phase"].as_str().map(str::to_owned));
+                    let notices = serde_json::to_value(s.notices).ok().and_then(|v| v.as_str().map(str::to_owned));
                     println!(
-                        "{:<12} pending {:<6} conflicts {:<4} needs action {:<4} dead letters {:<4}{}",
+                        "{:<12} {:<8} pending {:<6} conflicts {:<4} needs action {:<4} dead letters {:<4}{}",
                         phase.unwrap_or_default(),
+                        notices.unwrap_or_default(),
                         s.pending,
                         s.open_conflicts,
                         s.needs_action,

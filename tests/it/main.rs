@@ -7,6 +7,7 @@ mod deps;
 mod engine;
 mod faults;
 mod harness;
+mod live;
 mod sim;
 mod threads;
 mod worker;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use converge_core::{PullRequest, SyncApi};
+use converge_core::PullRequest;
 use converge_test_support::obj;
 use serde_json::json;
 

@@ -4,6 +4,7 @@ mod ack;
 mod batch;
 mod counters;
 mod held;
+mod listen;
 mod metrics;
 mod resolve;
 mod status;
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 pub use metrics::{EntityCounts, Metrics, MetricsReport};
 pub use resolve::Choice;
-pub use status::{Phase, RecordState, RecordView, StatusError, SyncProgress, SyncReport, SyncStatus};
+pub use status::{Notices, Phase, RecordState, RecordView, StatusError, SyncProgress, SyncReport, SyncStatus};
 pub use worker::{WorkerConfig, WorkerHandle, backoff_delay};
 
 use crate::api::{AuthProvider, SyncApi};
@@ -123,6 +124,7 @@ impl EngineBuilder {
             last_success_ms: device.last_success_ms,
             last_error,
             progress: None,
+            notices: Notices::Off,
         };
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {
@@ -323,6 +325,14 @@ impl Engine {
             status.oldest_pending_ms = s.oldest_pending_ms;
             status.open_conflicts = s.open_conflicts;
             *status != before
+        });
+    }
+
+    fn set_notices(&self, notices: Notices) {
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.notices != notices;
+            s.notices = notices;
+            changed
         });
     }
 

@@ -67,6 +67,22 @@ pub struct SyncStatus {
     /// How far the running sync cycle is; none between cycles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<SyncProgress>,
+    /// How the device hears of others' changes.
+    pub notices: Notices,
+}
+
+/// How the device hears of others' changes (the status's `notices`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notices {
+    /// No worker runs: changes arrive when the app syncs.
+    #[default]
+    Off,
+    /// Subscribed to the server's change notices: others' changes are pulled as they happen.
+    Live,
+    /// Polling every `poll_every`: the server offers no notices, or the subscription is down
+    /// (offline, or reconnecting after a failure).
+    Polling,
 }
 
 /// How far a running sync cycle is: for a progress display during a long push or pull (a first

@@ -1,7 +1,9 @@
 //! The background sync worker: runs sync cycles when something asks for one (a local write,
-//! the network coming back, the app, its own backoff timer or poll), one at a time, backing off
-//! with full jitter after failures and refreshing the token after a 401.
+//! a change notice, the network coming back, the app, its own backoff timer or poll), one at a
+//! time, backing off with full jitter after failures and refreshing the token after a 401.
+//! Beside it, `listen.rs` keeps the subscription to change notices.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -9,26 +11,29 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::{Engine, Phase};
+use super::{Engine, Notices, Phase};
 use crate::error::{Error, ErrorClass, Result};
 
 /// Tunables of the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// After a local write, how long to wait for more writes before syncing them together.
+    /// After a local write that finds the worker idle, how long to wait for more writes before
+    /// syncing (default zero: the first write goes at once, and writes made during a cycle go
+    /// together in the next one).
     pub debounce: Duration,
     /// The first backoff step; each failure in a row doubles it.
     pub backoff_base: Duration,
     /// The longest backoff step.
     pub backoff_cap: Duration,
-    /// How often to pull when nothing else triggers a cycle (others' changes); `None`: never.
+    /// How often to pull when nothing else triggers a cycle and the device is not subscribed to
+    /// change notices (the server offers none, or the subscription is down); `None`: never.
     pub poll_every: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            debounce: Duration::from_millis(250),
+            debounce: Duration::ZERO,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             poll_every: Some(Duration::from_secs(60)),
@@ -61,17 +66,22 @@ pub(super) enum Wake {
 /// What the app and the engine tell a running worker; cheap to set from any thread.
 #[derive(Default)]
 pub(super) struct Signals {
-    notify: Notify,
+    pub(super) notify: Notify,
     write: AtomicBool,
     now: AtomicBool,
     network_back: AtomicBool,
-    offline: AtomicBool,
     auth: AtomicBool,
     running: AtomicBool,
+    /// A change notice arrived; its cursor is in `heard`.
+    pub(super) remote: AtomicBool,
+    pub(super) heard: Mutex<Option<String>>,
+    /// Wakes the listener: the network or the token changed, or a cycle succeeded.
+    pub(super) listener: Notify,
+    pub(super) offline: AtomicBool,
 }
 
 impl Signals {
-    fn raise(&self, flag: &AtomicBool) {
+    pub(super) fn raise(&self, flag: &AtomicBool) {
         flag.store(true, Ordering::SeqCst);
         self.notify.notify_one();
     }
@@ -104,6 +114,7 @@ impl Drop for WorkerHandle {
             task.abort();
         }
         self.engine.inner.worker.running.store(false, Ordering::SeqCst);
+        self.engine.set_notices(Notices::Off);
     }
 }
 
@@ -143,12 +154,14 @@ impl Engine {
         } else {
             w.notify.notify_one();
         }
+        w.listener.notify_one();
     }
 
     /// Tells the worker that the app has a new token after `needs_auth`; it resumes at once.
     pub fn auth_changed(&self) {
         let w = &self.inner.worker;
         w.raise(&w.auth);
+        w.listener.notify_one();
     }
 
     pub(super) fn wake_worker(&self, wake: Wake) {
@@ -159,7 +172,7 @@ impl Engine {
     }
 
     /// A uniform draw in `[0, 1)` from the engine's id source (seeded in simulations).
-    fn jitter_unit(&self) -> f64 {
+    pub(super) fn jitter_unit(&self) -> f64 {
         let bytes = self.inner.ids.new_uuid().into_bytes();
         let mut tail = [0u8; 8];
         tail.copy_from_slice(&bytes[8..]);
@@ -174,62 +187,80 @@ fn retry_after(e: &Error) -> Option<Duration> {
     }
 }
 
-/// What to wait for next.
-enum Next {
-    /// Run a cycle now.
-    Run,
-    /// Wait for a signal, or until the instant (backoff or poll).
-    Wait(Option<Instant>),
+async fn run(engine: Engine, config: WorkerConfig, stop: oneshot::Receiver<()>) {
+    tokio::select! {
+        () = work(&engine, config, stop) => {}
+        () = super::listen::listen(&engine, config) => {}
+    }
+    engine.set_notices(Notices::Off);
 }
 
-async fn run(engine: Engine, config: WorkerConfig, mut stop: oneshot::Receiver<()>) {
+/// The cycles: one at start, then one whenever asked, backing off after failures.
+async fn work(engine: &Engine, config: WorkerConfig, mut stop: oneshot::Receiver<()>) {
     let sig = &engine.inner.worker;
     let mut failures = 0u32;
-    let mut backing_off = false;
+    let mut backoff_until: Option<Instant> = None;
     let mut needs_auth = false;
     let mut refreshed = false;
-    let mut next = Next::Run;
+    let mut last_cycle = Instant::now();
+    let mut run_now = true;
     loop {
-        if let Next::Wait(until) = next {
+        if !run_now {
+            let offline = sig.offline.load(Ordering::SeqCst);
+            let live = engine.inner.status.borrow().notices == Notices::Live;
+            let until = match backoff_until {
+                Some(t) => Some(t),
+                None if needs_auth || offline || live => None,
+                None => config.poll_every.map(|p| last_cycle + p),
+            };
             tokio::select! {
                 _ = &mut stop => return,
                 () = sig.notify.notified() => {}
                 () = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {
-                    backing_off = false;
-                    next = Next::Run;
+                    backoff_until = None;
+                    run_now = true;
                 }
             }
             let urgent = sig.now.swap(false, Ordering::SeqCst)
                 | sig.network_back.swap(false, Ordering::SeqCst)
                 | sig.auth.swap(false, Ordering::SeqCst);
             if urgent {
-                backing_off = false;
+                backoff_until = None;
                 needs_auth = false;
-                next = Next::Run;
-            } else if !backing_off && !needs_auth && sig.write.load(Ordering::SeqCst) {
-                // Let a burst of writes finish, then send them together.
-                tokio::select! {
-                    _ = &mut stop => return,
-                    () = sleep(config.debounce) => {}
+                run_now = true;
+            } else if backoff_until.is_none() && !needs_auth {
+                if sig.write.load(Ordering::SeqCst) {
+                    if !config.debounce.is_zero() {
+                        tokio::select! {
+                            _ = &mut stop => return,
+                            () = sleep(config.debounce) => {}
+                        }
+                    }
+                    run_now = true;
+                } else if sig.remote.swap(false, Ordering::SeqCst) {
+                    // A notice of a change this device already pulled (its own push) asks for
+                    // nothing.
+                    run_now = run_now || !engine.caught_up().await;
                 }
-                next = Next::Run;
+            }
+            if !run_now {
+                continue;
             }
         }
-        if !matches!(next, Next::Run) {
-            continue;
-        }
+        run_now = false;
         if sig.offline.load(Ordering::SeqCst) {
             engine.set_phase(Phase::Offline);
-            next = Next::Wait(None);
             continue;
         }
         sig.write.store(false, Ordering::SeqCst);
+        sig.remote.store(false, Ordering::SeqCst);
         let result = engine.sync_once().await;
-        next = match result {
+        last_cycle = Instant::now();
+        match result {
             Ok(_) => {
                 failures = 0;
                 refreshed = false;
-                Next::Wait(config.poll_every.map(|p| Instant::now() + p))
+                sig.listener.notify_one();
             }
             Err(e) if e.class() == ErrorClass::Unauthorized => {
                 if let (Some(auth), false) = (engine.inner.auth.clone(), refreshed) {
@@ -237,7 +268,7 @@ async fn run(engine: Engine, config: WorkerConfig, mut stop: oneshot::Receiver<(
                     match auth.refresh().await {
                         Ok(_) => {
                             tracing::info!("token refreshed; resuming the batch");
-                            Next::Run
+                            run_now = true;
                         }
                         Err(re) => {
                             tracing::warn!(
@@ -246,13 +277,11 @@ async fn run(engine: Engine, config: WorkerConfig, mut stop: oneshot::Receiver<(
                             );
                             needs_auth = true;
                             engine.set_phase(Phase::NeedsAuth);
-                            Next::Wait(None)
                         }
                     }
                 } else {
                     needs_auth = true;
                     engine.set_phase(Phase::NeedsAuth);
-                    Next::Wait(None)
                 }
             }
             Err(e) => {
@@ -263,11 +292,10 @@ async fn run(engine: Engine, config: WorkerConfig, mut stop: oneshot::Receiver<(
                     backoff_delay(failures, c.backoff_base, c.backoff_cap, engine.jitter_unit(), retry_after(&e));
                 let until_ms = engine.inner.clock.now_ms() + delay.as_millis() as u64;
                 tracing::debug!(failures, delay_ms = delay.as_millis() as u64, class = ?e.class(), "backing off");
-                backing_off = true;
                 engine.set_phase(Phase::BackingOff { until_ms });
-                Next::Wait(Some(Instant::now() + delay))
+                backoff_until = Some(Instant::now() + delay);
             }
-        };
+        }
     }
 }
 
