@@ -156,6 +156,14 @@ impl RunningServer {
         self.grpc_addr.map(|a| format!("grpc://{a}"))
     }
 
+    /// The URL of `transport`'s API (HTTP's if gRPC is off).
+    pub(crate) fn url_of(&self, transport: converge_connect::Transport) -> String {
+        match transport {
+            converge_connect::Transport::Grpc => self.grpc_url().unwrap_or_else(|| self.url()),
+            converge_connect::Transport::Http => self.url(),
+        }
+    }
+
     /// Stops accepting, finishes requests in flight, and waits.
     pub(crate) async fn stop(mut self) -> Result<()> {
         if let Some(c) = self.compaction.take() {

@@ -1,8 +1,11 @@
 //! `converge bench`: local writes against a raw SQLite baseline, push throughput through a real
-//! server on loopback, an end-to-end leg timing, and the long-offline legs (a backlog drained in
+//! server on loopback, an end-to-end leg timing, the long-offline legs (a backlog drained in
 //! bounded batches, a fresh device's first sync of a large feed) with this process's memory
-//! sampled as they run. `--only` picks legs; all run by default.
+//! sampled as they run, and the live legs (time to converge, a conflict round, fan-out). Every
+//! leg that crosses the wire runs over each transport (`--transports`, HTTP and gRPC by
+//! default), with gRPC's figures over HTTP's. `--only` picks legs; all run by default.
 
+mod live;
 mod local;
 mod memory;
 mod offline;
@@ -15,15 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use clap::{Args, ValueEnum};
+use converge_connect::Transport;
 use converge_core::check::Rules;
 use converge_core::{Engine, EngineConfig, Fields, Hlc, Mutation, Op, PushBatch, PushRequest, SyncApi};
-use converge_http::client::HttpClient;
-use converge_server::JwtAuth;
 use converge_sqlite::SqliteStore;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::serve::{DEV_SECRET, start};
+use crate::serve::{DEV_SECRET, RunningServer, start};
 
 /// A leg of `converge bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +42,12 @@ pub(crate) enum Leg {
     FirstSync,
     /// One `resolve` call of a WASM plugin against the same rule as a Rust closure.
     Plugin,
+    /// Devices with running workers: a write on A, until B holds it.
+    Converge,
+    /// Records edited offline on two devices, both sync, the policy settles every conflict.
+    Conflict,
+    /// Many subscribed devices, one writer: until all of them hold a write.
+    Fanout,
 }
 
 /// Options of `converge bench`.
@@ -69,6 +77,55 @@ pub(crate) struct BenchArgs {
     /// `resolve` calls per variant in the plugin leg.
     #[arg(long, default_value_t = 20_000)]
     plugin_calls: u64,
+    /// The transports of the legs that cross the wire (comma separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "http,grpc")]
+    transports: Vec<Wire>,
+    /// Writes timed in the converge leg.
+    #[arg(long, default_value_t = 1_000)]
+    converge_writes: usize,
+    /// Records in the conflict round.
+    #[arg(long, default_value_t = 1_000)]
+    conflicts: usize,
+    /// Subscribed devices in the fan-out leg.
+    #[arg(long, default_value_t = 100)]
+    fanout_devices: usize,
+    /// Writes timed in the fan-out leg.
+    #[arg(long, default_value_t = 100)]
+    fanout_writes: usize,
+}
+
+/// A transport, as `--transports` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Wire {
+    /// HTTP JSON.
+    Http,
+    /// gRPC.
+    Grpc,
+}
+
+impl From<Wire> for Transport {
+    fn from(w: Wire) -> Transport {
+        match w {
+            Wire::Http => Transport::Http,
+            Wire::Grpc => Transport::Grpc,
+        }
+    }
+}
+
+/// Prints, for each label measured over both transports, gRPC's figure over HTTP's.
+pub(super) fn transport_ratios(what: &str, figures: impl IntoIterator<Item = (Transport, String, f64)>) {
+    let figures: Vec<_> = figures.into_iter().collect();
+    let parts: Vec<String> = figures
+        .iter()
+        .filter(|(t, ..)| *t == Transport::Grpc)
+        .filter_map(|(_, label, grpc)| {
+            let (.., http) = figures.iter().find(|(t, l, _)| *t == Transport::Http && l == label)?;
+            Some(format!("{label} ×{:.2}", grpc / http))
+        })
+        .collect();
+    if !parts.is_empty() {
+        println!("  gRPC / HTTP, {what}: {}", parts.join(", "));
+    }
 }
 
 fn fields(i: u64) -> Fields {
@@ -91,7 +148,7 @@ fn mutation(i: usize, device: &str) -> Mutation {
     }
 }
 
-async fn push_throughput(api: &HttpClient, ops: usize, batch: usize) -> Result<f64> {
+async fn push_throughput(api: &dyn SyncApi, ops: usize, batch: usize) -> Result<f64> {
     let device = format!("bench-{batch}");
     let all: Vec<Mutation> = (0..ops).map(|i| mutation(i, &device)).collect();
     let t = Instant::now();
@@ -107,8 +164,8 @@ async fn push_throughput(api: &HttpClient, ops: usize, batch: usize) -> Result<f
     Ok(ops as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Device A writes `ops` records and pushes them; a fresh device B pulls them.
-async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize) -> Result<()> {
+/// Device A writes `ops` records and pushes them; a fresh device B pulls them; per transport.
+async fn end_to_end(server: &RunningServer, dir: &std::path::Path, ops: usize, transports: &[Transport]) -> Result<()> {
     println!("\nEnd to end: {ops} ops written on device A, pushed, pulled by a fresh device B:");
     // The write leg commits one transaction per write; what a bare SQLite transaction writing
     // the same rows reaches here is its ceiling.
@@ -120,16 +177,18 @@ async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize
         with.rate(),
         without.rate()
     );
-    for batch_size in [50, 500] {
-        let token = auth.issue(&format!("e2e-{batch_size}"), "bench", Duration::from_secs(3600))?;
-        let api_a = Arc::new(offline::Counted::over(HttpClient::new(url, token.clone())?));
-        let api_b = Arc::new(HttpClient::new(url, token)?);
+    let mut figures = Vec::new();
+    for (&transport, batch_size) in transports.iter().flat_map(|t| [(t, 50), (t, 500)]) {
+        let url = server.url_of(transport);
+        let tenant = format!("e2e-{transport}-{batch_size}");
+        let api_a = Arc::new(offline::Counted::over(offline::connect(&url, &tenant)?));
+        let api_b = offline::connect(&url, &tenant)?;
         let cfg = EngineConfig { batch_size, pull_limit: 1000, ..EngineConfig::default() };
-        let a = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("a{batch_size}.db")))?))
+        let a = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("a-{tenant}.db")))?))
             .api(api_a.clone())
             .config(cfg)
             .build()?;
-        let b = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("b{batch_size}.db")))?))
+        let b = Engine::builder(Box::new(SqliteStore::open(dir.join(format!("b-{tenant}.db")))?))
             .api(api_b)
             .config(cfg)
             .build()?;
@@ -150,8 +209,10 @@ async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize
         ensure!(pushed.accepted as usize == ops, "device A pushed {} of {}", pushed.accepted, ops);
         ensure!(b.list("notes")?.len() == ops, "device B did not receive every record");
         let rate = |d: Duration| ops as f64 / d.as_secs_f64();
+        figures.push((transport, format!("push, batch {batch_size}"), push.as_secs_f64()));
+        figures.push((transport, format!("pull, batch {batch_size}"), pull.as_secs_f64()));
         println!(
-            "  batch {batch_size:>3}: write {:>6.2} s ({:>8.0} ops/s)  push {:>6.2} s ({:>8.0} ops/s)  pull {:>6.2} s ({:>8.0} ops/s, {} pages)",
+            "  {transport} batch {batch_size:>3}: write {:>6.2} s ({:>8.0} ops/s)  push {:>6.2} s ({:>8.0} ops/s)  pull {:>6.2} s ({:>8.0} ops/s, {} pages)",
             write.as_secs_f64(),
             rate(write),
             push.as_secs_f64(),
@@ -175,6 +236,7 @@ async fn end_to_end(url: &str, auth: &JwtAuth, dir: &std::path::Path, ops: usize
             own_pull.as_secs_f64()
         );
     }
+    transport_ratios("time (below 1: gRPC faster)", figures);
     println!(
         "  for scale: a CouchDB-style peer (PouchDB through express-pouchdb) does about 1,800-2,000 docs/s per leg here"
     );
@@ -193,7 +255,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         local::run(dir.path(), args.writes, args.rounds)?;
     }
 
-    if wants(Leg::Push) || wants(Leg::E2e) {
+    let transports: Vec<Transport> = args.transports.iter().map(|&w| w.into()).collect();
+    if [Leg::Push, Leg::E2e, Leg::Converge, Leg::Conflict, Leg::Fanout].into_iter().any(wants) {
         let server = start(
             &dir.path().join("server.db"),
             "127.0.0.1:0".parse()?,
@@ -203,17 +266,30 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
             None,
         )
         .await?;
-        let auth = JwtAuth::new(DEV_SECRET.as_bytes());
         if wants(Leg::Push) {
             println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);
-            let api = HttpClient::new(&server.url(), auth.issue("push", "bench", Duration::from_secs(3600))?)?;
-            for batch in [50, 500] {
-                let rate = push_throughput(&api, args.ops, batch).await?;
-                println!("  batch {batch:>3}: {rate:>10.0} ops/s");
+            let mut figures = Vec::new();
+            for &transport in &transports {
+                let api = offline::connect(&server.url_of(transport), &format!("push-{transport}"))?;
+                for batch in [50, 500] {
+                    let rate = push_throughput(api.as_ref(), args.ops, batch).await?;
+                    println!("  {transport} batch {batch:>3}: {rate:>10.0} ops/s");
+                    figures.push((transport, format!("batch {batch}"), rate));
+                }
             }
+            transport_ratios("ops/s (above 1: gRPC faster)", figures);
         }
         if wants(Leg::E2e) {
-            end_to_end(&server.url(), &auth, dir.path(), args.ops).await?;
+            end_to_end(&server, dir.path(), args.ops, &transports).await?;
+        }
+        if wants(Leg::Converge) {
+            live::converge(&server, dir.path(), args.converge_writes, &transports).await?;
+        }
+        if wants(Leg::Conflict) {
+            live::conflict_round(&server, dir.path(), args.conflicts, &transports).await?;
+        }
+        if wants(Leg::Fanout) {
+            live::fanout(&server, dir.path(), args.fanout_devices, args.fanout_writes, &transports).await?;
         }
         server.stop().await?;
     }
@@ -225,10 +301,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         println!("\nPlugin call: skipped, this build has no WASM plugin support (feature `wasm`)");
     }
     if wants(Leg::Backlog) {
-        offline::backlog(dir.path(), args.backlog).await?;
+        offline::backlog(dir.path(), args.backlog, &transports).await?;
     }
     if wants(Leg::FirstSync) {
-        offline::first_sync(dir.path(), args.server_records).await?;
+        offline::first_sync(dir.path(), args.server_records, &transports).await?;
     }
     if (wants(Leg::Backlog) || wants(Leg::FirstSync))
         && let Some(hwm) = memory::status_kib(None, "VmHWM")

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use async_trait::async_trait;
+use converge_connect::Transport;
 use converge_core::wire::PULL_LIMIT_MAX;
 use converge_core::{
     Change, Engine, EngineConfig, Hlc, Mutation, Op, PullRequest, PullResponse, PushBatch, PushRequest, PushResponse,
     RecordState, SyncApi,
 };
-use converge_http::client::HttpClient;
 use converge_server::JwtAuth;
 use converge_sqlite::SqliteStore;
 use uuid::Uuid;
@@ -39,6 +39,11 @@ fn record_id(i: u64) -> String {
 
 fn token(tenant: &str) -> Result<String> {
     Ok(JwtAuth::new(DEV_SECRET.as_bytes()).issue(tenant, "bench", Duration::from_secs(24 * 3600))?)
+}
+
+/// A client of either transport for `tenant`.
+pub(super) fn connect(url: &str, tenant: &str) -> Result<Arc<dyn SyncApi>> {
+    Ok(converge_connect::connect(url, Arc::new(converge_core::StaticToken(token(tenant)?)))?)
 }
 
 /// One figures row: `label  n unit  seconds  rate unit/s  extra`.
@@ -86,7 +91,7 @@ async fn check_records(engine: &Engine, api: &dyn SyncApi, n: u64) -> Result<usi
 
 /// The backlog leg: `n` ops written offline, then drained with `sync_once` at batch 50 (the
 /// engine's default) and 500 (the server's largest), each into its own tenant.
-pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
+pub(super) async fn backlog(dir: &Path, n: u64, transports: &[Transport]) -> Result<()> {
     ensure!(n > 0, "--backlog must be at least 1");
     println!(
         "\nLong offline: {n} ops written offline through Engine::put, then drained by sync_once to a \
@@ -95,8 +100,9 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
     let server = ServerProcess::spawn(&dir.join("backlog-server.db"))?;
     let mut drains = Vec::new();
     let mut checked = 0;
-    for batch_size in [EngineConfig::default().batch_size, 500] {
-        let path = dir.join(format!("backlog-{batch_size}.db"));
+    for (&transport, batch_size) in transports.iter().flat_map(|t| [(t, EngineConfig::default().batch_size), (t, 500)])
+    {
+        let path = dir.join(format!("backlog-{transport}-{batch_size}.db"));
 
         // Offline: an engine without a sync API, closed afterwards as an app would be.
         let written = Arc::new(AtomicU64::new(0));
@@ -112,11 +118,11 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
         let on_disk = disk(&path);
         drop(engine);
         let trace = sampler.finish();
-        row(&format!("batch {batch_size:>3}: write offline (Engine::put)"), n, "ops", write, &on_disk);
+        row(&format!("{transport} batch {batch_size:>3}: write offline (Engine::put)"), n, "ops", write, &on_disk);
         rss_row(&trace);
 
         // Back online: reopen the store with a client and drain it in one sync cycle.
-        let api = Arc::new(Counted::new(&server.url, &format!("backlog-{batch_size}"))?);
+        let api = Arc::new(Counted::new(server.url_of(transport), &format!("backlog-{transport}-{batch_size}"))?);
         let engine = Engine::builder(Box::new(SqliteStore::open(&path)?))
             .api(api.clone())
             .config(EngineConfig { batch_size, ..EngineConfig::default() })
@@ -130,7 +136,7 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
         let trace = sampler.finish();
         let push = api.push_part(t, drain);
         row(
-            &format!("batch {batch_size:>3}: drain (sync_once)"),
+            &format!("{transport} batch {batch_size:>3}: drain (sync_once)"),
             n,
             "ops",
             drain,
@@ -152,7 +158,7 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
             "ops left in the outbox after the drain"
         );
         checked = check_records(&engine, api.as_ref(), n).await?;
-        drains.push((batch_size, drain, trace));
+        drains.push((transport, batch_size, drain, trace));
     }
     let server_peak = server.peak_rss_kib();
     server.stop()?;
@@ -160,9 +166,9 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
         println!("  server process peak RSS (VmHWM): {} MiB", mib(kib));
     }
     let mut summary = format!("backlog: {n} ops drained");
-    for (batch, d, trace) in &drains {
+    for (transport, batch, d, trace) in &drains {
         summary.push_str(&format!(
-            "; batch {batch}: {:.2} s, {:.0} ops/s, RSS peak {} MiB (+{:.1} over its start)",
+            "; {transport} batch {batch}: {:.2} s, {:.0} ops/s, RSS peak {} MiB (+{:.1} over its start)",
             d.as_secs_f64(),
             n as f64 / d.as_secs_f64(),
             mib(trace.peak),
@@ -170,13 +176,17 @@ pub(super) async fn backlog(dir: &Path, n: u64) -> Result<()> {
         ));
     }
     println!("  {summary}; {checked} records checked against the server");
+    super::transport_ratios(
+        "drain time (below 1: gRPC faster)",
+        drains.iter().map(|(t, b, d, _)| (*t, format!("batch {b}"), d.as_secs_f64())),
+    );
     Ok(())
 }
 
 /// A client that counts the changes it has pulled (for progress) and notes when the first pull
 /// went out (where a cycle's push part ends).
 pub(super) struct Counted {
-    inner: HttpClient,
+    inner: Arc<dyn SyncApi>,
     pulled: AtomicU64,
     first_pull: OnceLock<Instant>,
     /// Nanoseconds spent waiting on pushes (request, server, response).
@@ -185,10 +195,10 @@ pub(super) struct Counted {
 
 impl Counted {
     fn new(url: &str, tenant: &str) -> Result<Counted> {
-        Ok(Counted::over(HttpClient::new(url, token(tenant)?)?))
+        Ok(Counted::over(connect(url, tenant)?))
     }
 
-    pub(super) fn over(inner: HttpClient) -> Counted {
+    pub(super) fn over(inner: Arc<dyn SyncApi>) -> Counted {
         Counted { inner, pulled: AtomicU64::new(0), first_pull: OnceLock::new(), pushing: AtomicU64::new(0) }
     }
 
@@ -237,7 +247,7 @@ fn disk(path: &Path) -> String {
 }
 
 /// Creates records `0..m` through the real push, from several tasks at once.
-async fn seed(api: Arc<HttpClient>, m: u64) -> Result<()> {
+async fn seed(api: Arc<dyn SyncApi>, m: u64) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..SEED_TASKS {
@@ -288,13 +298,13 @@ fn count_records(path: &Path) -> Result<u64> {
 
 /// The first-sync leg: a server seeded with `m` records, then a fresh device pulls the whole feed
 /// with `sync_once`, at the engine's default page size and at the server's largest.
-pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
+pub(super) async fn first_sync(dir: &Path, m: u64, transports: &[Transport]) -> Result<()> {
     ensure!(m > 0, "--server-records must be at least 1");
     println!(
         "\nFirst sync: a fresh device pulls a feed of {m} records from a `converge serve` child process on loopback:"
     );
     let server = ServerProcess::spawn(&dir.join("feed-server.db"))?;
-    let api = Arc::new(HttpClient::new(&server.url, token("feed")?)?);
+    let api = connect(&server.url, "feed")?;
     let t = Instant::now();
     seed(Arc::clone(&api), m).await?;
     let seeding = t.elapsed();
@@ -303,9 +313,11 @@ pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
     let default_page = EngineConfig::default().pull_limit;
     let mut pulls = Vec::new();
     let mut checked = 0;
-    for (pull_limit, what) in [(default_page, "engine default"), (PULL_LIMIT_MAX, "server maximum")] {
-        let path = dir.join(format!("fresh-{pull_limit}.db"));
-        let counted = Arc::new(Counted::new(&server.url, "feed")?);
+    let legs =
+        transports.iter().flat_map(|&t| [(t, default_page, "engine default"), (t, PULL_LIMIT_MAX, "server maximum")]);
+    for (transport, pull_limit, what) in legs {
+        let path = dir.join(format!("fresh-{transport}-{pull_limit}.db"));
+        let counted = Arc::new(Counted::new(server.url_of(transport), "feed")?);
         let engine = Engine::builder(Box::new(SqliteStore::open(&path)?))
             .api(counted.clone())
             .config(EngineConfig { pull_limit, ..EngineConfig::default() })
@@ -317,7 +329,7 @@ pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
         let pull = t.elapsed();
         let trace = sampler.finish();
         row(
-            &format!("first sync: pull page {pull_limit:>4} ({what})"),
+            &format!("{transport} first sync: pull page {pull_limit:>4} ({what})"),
             m,
             "records",
             pull,
@@ -328,7 +340,7 @@ pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
         let held = count_records(&path)?;
         ensure!(held == m, "the device holds {held} of {m} records");
         checked = check_records(&engine, api.as_ref(), m).await?;
-        pulls.push((pull_limit, pull, trace));
+        pulls.push((transport, pull_limit, pull, trace));
     }
     let server_peak = server.peak_rss_kib();
     server.stop()?;
@@ -336,9 +348,9 @@ pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
         println!("  server process peak RSS (VmHWM): {} MiB", mib(kib));
     }
     let mut summary = format!("first-sync: {m} records pulled");
-    for (page, d, trace) in &pulls {
+    for (transport, page, d, trace) in &pulls {
         summary.push_str(&format!(
-            "; page {page}: {:.2} s, {:.0} records/s, RSS peak {} MiB (+{:.1} over its start)",
+            "; {transport} page {page}: {:.2} s, {:.0} records/s, RSS peak {} MiB (+{:.1} over its start)",
             d.as_secs_f64(),
             m as f64 / d.as_secs_f64(),
             mib(trace.peak),
@@ -346,5 +358,9 @@ pub(super) async fn first_sync(dir: &Path, m: u64) -> Result<()> {
         ));
     }
     println!("  {summary}; counts match, {checked} records checked against the server");
+    super::transport_ratios(
+        "first-sync time (below 1: gRPC faster)",
+        pulls.iter().map(|(t, p, d, _)| (*t, format!("page {p}"), d.as_secs_f64())),
+    );
     Ok(())
 }

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use converge_connect::Transport;
+
 use super::memory;
 use crate::serve::DEV_SECRET;
 
@@ -15,11 +17,13 @@ pub(super) struct ServerProcess {
     child: Child,
     /// The base URL of the HTTP API.
     pub(super) url: String,
+    /// The URL of the gRPC API.
+    pub(super) grpc_url: String,
 }
 
 impl ServerProcess {
-    /// Runs `converge serve --db <db> --listen 127.0.0.1:0` and reads the bound address from the
-    /// line it prints when it listens.
+    /// Runs `converge serve --db <db> --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` and reads
+    /// the bound addresses from the lines it prints when it listens.
     pub(super) fn spawn(db: &Path) -> Result<ServerProcess> {
         let exe = std::env::current_exe().context("cannot find this executable")?;
         let mut child = Command::new(&exe)
@@ -27,6 +31,8 @@ impl ServerProcess {
             .arg("--db")
             .arg(db)
             .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--grpc-listen")
             .arg("127.0.0.1:0")
             .env("CONVERGE_JWT_SECRET", DEV_SECRET)
             .env("CONVERGE_LOG", "warn")
@@ -38,20 +44,36 @@ impl ServerProcess {
         let stdout = child.stdout.take().context("no stdout from the server process")?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        let url = loop {
+        let mut url = None;
+        let grpc_url = loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 let status = child.wait()?;
                 bail!("the server process exited before listening ({status})");
             }
-            if let Some(rest) = line.split("http://").nth(1) {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                break format!("http://{addr}");
+            let addr = |scheme: &str| {
+                let rest = line.split(scheme).nth(1)?;
+                Some(format!("{scheme}{}", rest.chars().take_while(|c| !c.is_whitespace()).collect::<String>()))
+            };
+            if let Some(http) = addr("http://") {
+                url = Some(http);
+            }
+            if let Some(grpc) = addr("grpc://") {
+                break grpc;
             }
         };
+        let url = url.context("the server printed its gRPC address before its HTTP one")?;
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
-        Ok(ServerProcess { child, url })
+        Ok(ServerProcess { child, url, grpc_url })
+    }
+
+    /// The URL of `transport`'s API.
+    pub(super) fn url_of(&self, transport: Transport) -> &str {
+        match transport {
+            Transport::Http => &self.url,
+            Transport::Grpc => &self.grpc_url,
+        }
     }
 
     /// The child's peak resident set so far (`VmHWM`), in KiB.

@@ -1,4 +1,5 @@
-//! `converge bench` long-offline legs at smoke sizes: the run succeeds and prints its figures.
+//! `converge bench` at smoke sizes: each leg runs over both transports and prints its figures
+//! with gRPC's over HTTP's.
 
 use converge_test_support::converge_status;
 
@@ -20,13 +21,22 @@ fn backlog_and_first_sync_legs_run_at_small_sizes_and_print_their_figures() {
         "backlog: 2000 ops drained",
         "first-sync: 5000 records pulled",
         "counts match",
+        "http batch  50: drain",
+        "grpc batch 500: drain",
+        "grpc first sync: pull page 1000",
+        "gRPC / HTTP, drain time",
+        "gRPC / HTTP, first-sync time",
     ] {
         assert!(out.contains(expected), "no {expected:?} in the output:\n{out}");
     }
     assert!(out.matches(" ops/s").count() >= 4, "{out}");
     assert!(out.matches(" records/s").count() >= 3, "{out}");
     if cfg!(target_os = "linux") {
-        assert_eq!(out.matches("RSS MiB: start ").count(), 6, "{out}");
+        assert_eq!(
+            out.matches("RSS MiB: start ").count(),
+            12,
+            "four offline writes, four drains, four first syncs: {out}"
+        );
     }
     assert!(!out.contains("local write latency") && !out.contains("Push throughput"), "{out}");
 }
@@ -42,4 +52,38 @@ fn the_plugin_leg_compares_a_wasm_plugin_with_a_closure() {
     for expected in ["Rust closure (policy_fn), baseline", "WASM plugin (fresh sandboxed instance per call)", "again"] {
         assert!(out.contains(expected), "no {expected:?} in the output:\n{out}");
     }
+}
+
+#[test]
+fn the_live_legs_run_over_both_transports_and_print_their_figures() {
+    let args = [
+        "bench",
+        "--only",
+        "push,e2e,converge,conflict,fanout",
+        "--ops",
+        "500",
+        "--converge-writes",
+        "20",
+        "--conflicts",
+        "50",
+        "--fanout-devices",
+        "5",
+        "--fanout-writes",
+        "5",
+    ];
+    let (ok, out, err) = converge_status(bin(), &args).unwrap();
+    assert!(ok, "bench failed: {err}\n{out}");
+    for expected in [
+        "http batch  50:",
+        "grpc batch 500:",
+        "gRPC / HTTP, ops/s",
+        "Time to converge: 20 writes",
+        "Conflict round: 50 records",
+        "50 conflicts settled and journaled",
+        "Fan-out: 5 subscribed devices",
+        "until all 5 hold a write",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in the output:\n{out}");
+    }
+    assert_eq!(out.matches("gRPC / HTTP").count(), 5, "a ratio line per leg: {out}");
 }

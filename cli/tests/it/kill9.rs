@@ -461,9 +461,11 @@ impl Device {
     }
 }
 
-/// The notes of a brand-new device after one sync.
+/// The notes of a brand-new device after one sync, over gRPC (the devices under test use HTTP,
+/// so both wires drive every scenario).
 fn fresh_notes(srv: &ServerProcess, dir: &Path, token: &str) -> Notes {
-    let fresh = Device::new(dir, &format!("fresh-{}", uuid::Uuid::now_v7().simple()), srv, token);
+    let mut fresh = Device::new(dir, &format!("fresh-{}", uuid::Uuid::now_v7().simple()), srv, token);
+    fresh.url = srv.grpc_url();
     fresh.sync();
     fresh.notes().into_iter().map(|(id, (v, f, _))| (id, (v, f))).collect()
 }

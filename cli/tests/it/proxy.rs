@@ -92,10 +92,11 @@ impl Setup {
         Setup { srv, proxy, dir, token, a }
     }
 
-    /// The notes of a brand-new device after one sync straight from the server.
+    /// The notes of a brand-new device after one sync straight from the server, over gRPC (the
+    /// faulted device uses HTTP through the proxy, so both wires drive every case).
     fn fresh_notes(&self) -> BTreeMap<String, Value> {
         let name = format!("fresh-{}", uuid::Uuid::now_v7().simple());
-        let fresh = Device::new(self.dir.path(), &name, &self.srv.url(), &self.token);
+        let fresh = Device::new(self.dir.path(), &name, &self.srv.grpc_url(), &self.token);
         fresh.sync().expect("a fresh device syncs straight from the server");
         fresh.notes()
     }

@@ -1,17 +1,17 @@
 //! The background worker over real HTTP: a device whose worker syncs through the fault proxy to
 //! a real `converge serve`, refreshing an expired token through its `AuthProvider`, riding out
 //! dropped responses, cut bodies, 503s with Retry-After, and converging with nothing lost or
-//! applied twice.
+//! applied twice; and a notice stream cut by the proxy, polling meanwhile, then live again.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use converge_core::{AuthProvider, Engine, Phase, WorkerConfig};
+use converge_core::{AuthProvider, Engine, Notices, Phase, WorkerConfig};
 use converge_http::client::HttpClient;
 use converge_sqlite::SqliteStore;
-use converge_test_support::{Fault, FaultProxy, obj};
+use converge_test_support::{EVENTS_PATH, Fault, FaultProxy, obj};
 use serde_json::json;
 
 use crate::{device, server};
@@ -103,4 +103,48 @@ async fn the_worker_refreshes_its_token_rides_out_faults_and_converges_over_real
     assert_eq!(m.raw.entities["notes"].answered, 130);
     assert!(m.success_rate.unwrap() < 1.0, "the failed cycles count: {m:?}");
     assert!(m.retries.iter().skip(1).sum::<u64>() == 0, "attempts count server errors only: {m:?}");
+}
+
+fn holds(engine: &Engine, id: &str, title: &str) -> bool {
+    engine.get("notes", id).unwrap().is_some_and(|r| r.fields.get("title") == Some(&json!(title)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_notice_stream_falls_back_to_polling_and_recovers() {
+    let srv = server();
+    let proxy = FaultProxy::start(srv.port).unwrap();
+    let token = srv.token("acme", "alice").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(dir.path(), "a", &srv.url(), &token);
+    let b = device(dir.path(), "b", &proxy.url(), &token);
+    let config = WorkerConfig {
+        debounce: Duration::ZERO,
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(500),
+        poll_every: Some(Duration::from_millis(300)),
+    };
+    let worker = b.start_worker(config).unwrap();
+    until(Duration::from_secs(20), "b live", || b.status().notices == Notices::Live).await;
+    a.put("notes", "n0", obj(json!({"title": "heard"}))).unwrap();
+    a.sync_once().await.unwrap();
+    until(Duration::from_secs(20), "b heard a's write", || holds(&b, "n0", "heard")).await;
+
+    // The stream is cut and new ones are dropped: b says so and polls.
+    proxy.block_streams(true);
+    proxy.cut_streams();
+    until(Duration::from_secs(20), "b polling", || b.status().notices == Notices::Polling).await;
+    a.put("notes", "n1", obj(json!({"title": "while cut"}))).unwrap();
+    a.sync_once().await.unwrap();
+    until(Duration::from_secs(20), "b polled a's write", || holds(&b, "n1", "while cut")).await;
+    assert_eq!(b.status().notices, Notices::Polling, "no stream got through");
+
+    // Streams pass again: b subscribes again by itself.
+    proxy.block_streams(false);
+    until(Duration::from_secs(20), "b live again", || b.status().notices == Notices::Live).await;
+    a.put("notes", "n2", obj(json!({"title": "live again"}))).unwrap();
+    a.sync_once().await.unwrap();
+    until(Duration::from_secs(20), "b holds the next write", || holds(&b, "n2", "live again")).await;
+    worker.stop().await;
+    let streams = proxy.log().iter().filter(|s| s.path == EVENTS_PATH).count();
+    assert!(streams >= 3, "the first stream, refused attempts, the one that got through: {streams}");
 }

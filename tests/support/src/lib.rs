@@ -4,7 +4,7 @@
 mod proxy;
 mod rng;
 
-pub use proxy::{FAULTED_ROUTES, Fault, FaultProxy, Rates, Seen};
+pub use proxy::{EVENTS_PATH, FAULTED_ROUTES, Fault, FaultProxy, Rates, Seen};
 pub use rng::SplitMix64;
 
 use std::io::{BufRead, BufReader};

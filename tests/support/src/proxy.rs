@@ -6,7 +6,9 @@
 //! `connection` header set to `close` so the client does not reuse the connection, and hangs up.
 //!
 //! Faults apply to the sync routes only ([`FAULTED_ROUTES`]: push and pull), never to `/healthz`
-//! or any other route. Every request is logged ([`Seen`]) before the client gets an answer (or
+//! or any other route. The live notice stream ([`EVENTS_PATH`]) is passed through as it comes,
+//! byte for byte, until either side closes; [`FaultProxy::cut_streams`] cuts the open ones and
+//! [`FaultProxy::block_streams`] refuses new ones. Every request is logged ([`Seen`]) before the client gets an answer (or
 //! the connection closes), so a test that waited for its client can read the log; bodies are
 //! never logged.
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::rng::SplitMix64;
 
@@ -32,6 +34,9 @@ use http::{Request, closing_response, problem, read_request};
 
 /// The (method, path) pairs faults apply to: push and pull of the wire contract v1.
 pub const FAULTED_ROUTES: [(&str, &str); 2] = [("POST", "/v1/sync/mutations"), ("GET", "/v1/sync/changes")];
+
+/// The live notice stream's path.
+pub const EVENTS_PATH: &str = "/v1/sync/events";
 
 const MAX_HEAD: usize = 64 << 10;
 const MAX_BODY: usize = 16 << 20;
@@ -159,6 +164,8 @@ enum Mode {
 struct State {
     mode: Mode,
     log: Vec<Seen>,
+    /// New notice streams are closed at once while set.
+    streams_blocked: bool,
 }
 
 impl State {
@@ -187,6 +194,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 pub struct FaultProxy {
     port: u16,
     state: Shared,
+    cut: Arc<watch::Sender<u64>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -207,14 +215,16 @@ impl FaultProxy {
             let _entered = runtime.enter();
             TcpListener::from_std(std_listener)?
         };
-        let state: Shared = Arc::new(Mutex::new(State { mode: Mode::Pass, log: Vec::new() }));
+        let state: Shared = Arc::new(Mutex::new(State { mode: Mode::Pass, log: Vec::new(), streams_blocked: false }));
         let (stop_tx, stop_rx) = oneshot::channel();
         let shared = Arc::clone(&state);
+        let cut = Arc::new(watch::channel(0u64).0);
+        let cuts = Arc::clone(&cut);
         let thread = std::thread::Builder::new()
             .name(format!("fault-proxy-{port}"))
-            .spawn(move || runtime.block_on(accept_loop(listener, upstream, shared, stop_rx)))
+            .spawn(move || runtime.block_on(accept_loop(listener, upstream, shared, cuts, stop_rx)))
             .context("starting the proxy's thread")?;
-        Ok(FaultProxy { port, state, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(FaultProxy { port, state, cut, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// The proxy's port on 127.0.0.1.
@@ -244,6 +254,17 @@ impl FaultProxy {
         lock(&self.state).mode = Mode::Random { rng: SplitMix64::new(seed), rates };
     }
 
+    /// Cuts every open notice stream (both connections closed, mid-stream).
+    pub fn cut_streams(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// While `blocked`, a new notice stream's connection is closed without an answer (a
+    /// middlebox that drops long-lived requests).
+    pub fn block_streams(&self, blocked: bool) {
+        lock(&self.state).streams_blocked = blocked;
+    }
+
     /// Every request from now on passes.
     pub fn pass_all(&self) {
         lock(&self.state).mode = Mode::Pass;
@@ -271,13 +292,19 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Shared, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    state: Shared,
+    cut: Arc<watch::Sender<u64>>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((client, _)) => {
-                    tokio::spawn(exchange(client, upstream, Arc::clone(&state)));
+                    tokio::spawn(exchange(client, upstream, Arc::clone(&state), cut.subscribe()));
                 }
                 Err(e) => {
                     eprintln!("fault proxy: accept failed: {e}");
@@ -288,17 +315,22 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Shared,
     }
 }
 
-/// Serves one client connection: one request, one fault, one answer or none.
-async fn exchange(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
+/// Serves one client connection: one request, one fault, one answer or none; or a notice
+/// stream, passed through until either side closes or the test cuts it.
+async fn exchange(mut client: TcpStream, upstream: SocketAddr, state: Shared, cut: watch::Receiver<u64>) {
+    let req = match tokio::time::timeout(EXCHANGE_TIMEOUT, read_request(&mut client)).await {
+        Ok(Ok(Some(req))) => req,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            eprintln!("fault proxy: unreadable request: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    if req.path == EVENTS_PATH {
+        return stream(client, req, upstream, state, cut).await;
+    }
     let served = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-        let req = match read_request(&mut client).await {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(e) => {
-                eprintln!("fault proxy: unreadable request: {e}");
-                return;
-            }
-        };
         let faulted = FAULTED_ROUTES.iter().any(|(m, p)| *m == req.method && *p == req.path);
         let fault = if faulted { lock(&state).next_fault() } else { Fault::Pass };
         let (upstream_status, answer) = apply(fault, &req, upstream).await;
@@ -320,6 +352,41 @@ async fn exchange(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
     if served.is_err() {
         eprintln!("fault proxy: an exchange took longer than {EXCHANGE_TIMEOUT:?}; closed");
     }
+}
+
+/// Passes a notice stream through until either side closes or the test cuts it.
+async fn stream(
+    mut client: TcpStream,
+    req: Request,
+    upstream: SocketAddr,
+    state: Shared,
+    mut cut: watch::Receiver<u64>,
+) {
+    let blocked = {
+        let mut state = lock(&state);
+        let blocked = state.streams_blocked;
+        state.log.push(Seen {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            idempotency_key: None,
+            traceparent: req.header("traceparent").map(str::to_owned),
+            fault: if blocked { Fault::DropRequest } else { Fault::Pass },
+            upstream_status: None,
+        });
+        blocked
+    };
+    if blocked {
+        return;
+    }
+    let Ok(mut conn) = TcpStream::connect(upstream).await else { return };
+    if conn.write_all(&req.upstream_head()).await.is_err() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut conn) => {}
+        _ = cut.changed() => {}
+    }
+    // Dropping both connections closes them.
 }
 
 /// Carries out a fault: the upstream status (if a whole response came back) and the bytes to
