@@ -72,7 +72,8 @@ enum ClientCommand {
     /// server announces a change (live), or on every poll where it announces none, backing off
     /// after failures; prints each status change until Ctrl-C.
     Watch {
-        /// How often to pull others' changes when not subscribed to notices: 90s, 15m, 1h.
+        /// How often to sync also without a trigger (writes by other commands on this store,
+        /// others' changes where the server offers no notices): 90s, 15m, 1h.
         #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
         poll: Duration,
     },
@@ -326,7 +327,9 @@ async fn watch(engine: &Engine, out: &Output, poll: Duration) -> Result<()> {
         bail!("--poll must be at least 1s");
     }
     let mut status = engine.watch_status();
-    let config = WorkerConfig { poll_every: Some(poll), ..WorkerConfig::default() };
+    // Other `converge client` commands may write this store meanwhile, and no signal announces
+    // their writes: poll also while subscribed.
+    let config = WorkerConfig { poll_every: Some(poll), poll_while_live: true, ..WorkerConfig::default() };
     let worker = engine.start_worker(config)?;
     if !out.json {
         eprintln!("syncing in the background; Ctrl-C stops");

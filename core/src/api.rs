@@ -94,6 +94,36 @@ pub fn cycle_trace_id() -> Option<String> {
     CYCLE_TRACE_ID.try_with(String::clone).ok()
 }
 
+/// Whether `id` is a W3C trace id: 32 lowercase hex digits, not all zero.
+pub fn is_trace_id(id: &str) -> bool {
+    id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id.bytes().any(|b| b != b'0')
+}
+
+/// A W3C `traceparent` for `trace_id` with a fresh parent (span) id, sampled.
+pub fn traceparent_for(trace_id: &str) -> String {
+    // The last 8 bytes of a UUIDv7 are random (the variant bits make them non-zero).
+    let span: String = uuid::Uuid::now_v7().as_bytes()[8..].iter().map(|b| format!("{b:02x}")).collect();
+    format!("00-{trace_id}-{span}-01")
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && is_trace_id(trace)
+        && hex(parent, 16)
+        && !zero(parent)
+        && hex(flags, 2);
+    ok.then_some(trace)
+}
+
 /// A server-side `SyncApi` for each caller: transports authenticate a request, then ask for the
 /// API scoped to the caller's tenant and user. Called once per request, on the server's async
 /// runtime, from many requests at once: keep it cheap (no I/O).
@@ -148,5 +178,30 @@ impl AuthProvider for StaticToken {
 impl std::fmt::Debug for StaticToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StaticToken(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")), Some(id));
+        assert_eq!(trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01-extra")), None);
+        assert_eq!(trace_id_of(&format!("01-{id}-00f067aa0ba902b7-01-extra")), Some(id));
+        assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_of(&format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase())), None);
+        assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn made_traceparents_parse_back() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let tp = traceparent_for(id);
+        assert_eq!(trace_id_of(&tp), Some(id));
+        assert_ne!(traceparent_for(id), tp, "a new parent id each time");
+        assert!(!is_trace_id("00000000000000000000000000000000"));
     }
 }

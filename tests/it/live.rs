@@ -90,6 +90,7 @@ const NEVER_POLL: WorkerConfig = WorkerConfig {
     backoff_base: Duration::from_millis(100),
     backoff_cap: Duration::from_secs(2),
     poll_every: None,
+    poll_while_live: false,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

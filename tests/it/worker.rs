@@ -151,6 +151,7 @@ const CONFIG: WorkerConfig = WorkerConfig {
     backoff_base: Duration::from_secs(1),
     backoff_cap: Duration::from_secs(60),
     poll_every: None,
+    poll_while_live: false,
 };
 
 /// Waits (on the paused clock) until `f` holds, at most `limit` of tokio time.

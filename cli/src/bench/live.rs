@@ -25,6 +25,7 @@ const LIVE: WorkerConfig = WorkerConfig {
     backoff_base: Duration::from_millis(100),
     backoff_cap: Duration::from_secs(2),
     poll_every: None,
+    poll_while_live: false,
 };
 /// How long one write may take to arrive before the leg fails.
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(30);

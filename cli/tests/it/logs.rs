@@ -32,7 +32,7 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
         .arg("serve")
         .arg("--db")
         .arg(dir.path().join("server.db"))
-        .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--jwt-secret", SECRET])
         .env("CONVERGE_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,15 +40,21 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
         .expect("run converge serve");
     let mut stdout = BufReader::new(server.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
-    let url = loop {
+    let mut url = None;
+    let grpc_url = loop {
         let mut line = String::new();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "converge serve exited before listening");
-        if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break format!("http://127.0.0.1:{port}");
+        let port = |scheme: &str| {
+            let rest = line.split(&format!("{scheme}://127.0.0.1:")).nth(1)?;
+            Some(format!("{scheme}://127.0.0.1:{}", rest.chars().take_while(char::is_ascii_digit).collect::<String>()))
+        };
+        url = url.or_else(|| port("http"));
+        if let Some(grpc) = port("grpc") {
+            break grpc;
         }
         assert!(Instant::now() < deadline, "converge serve did not say where it listens");
     };
+    let url = url.expect("the HTTP address");
     let mut server_err = server.stderr.take().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();
@@ -60,8 +66,10 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
             .unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     let mut client_logs = String::new();
+    // Device a syncs over HTTP, device b over gRPC.
     let mut run = |db: &std::path::Path, args: &[&str]| {
-        let (ok, out, err) = client(db, &url, &token, args);
+        let server = if db == b { &grpc_url } else { &url };
+        let (ok, out, err) = client(db, server, &token, args);
         client_logs.push_str(&err);
         assert!(ok, "converge client {args:?} failed: {err}");
         out
@@ -73,7 +81,8 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
     run(&a, &["put", "notes", "n2", &fields]);
     let first: Value = serde_json::from_str(&run(&a, &["sync"])).unwrap();
     let trace_id = first["report"]["trace_id"].as_str().unwrap().to_owned();
-    run(&b, &["sync"]);
+    let over_grpc: Value = serde_json::from_str(&run(&b, &["sync"])).unwrap();
+    let grpc_trace_id = over_grpc["report"]["trace_id"].as_str().unwrap().to_owned();
     run(&a, &["put", "notes", "n1", &format!(r#"{{"title": "{}-a"}}"#, SECRETS[3])]);
     run(&b, &["put", "notes", "n1", &format!(r#"{{"title": "{}-b"}}"#, SECRETS[3])]);
     run(&a, &["sync"]);
@@ -101,6 +110,7 @@ fn a_full_sync_at_trace_level_logs_no_record_contents_and_shares_its_trace_id_wi
     // The cycle's trace id is in the client's log and in the server's spans for its requests.
     assert!(client_logs.contains(&trace_id), "the client logs its cycle's trace id");
     assert!(server_logs.contains(&trace_id), "the server logs the client's trace id (traceparent)");
+    assert!(server_logs.contains(&grpc_trace_id), "and the one a gRPC call carries in its metadata");
 }
 
 /// A damaged row in the device store: every command that reads it fails with a clear error, and

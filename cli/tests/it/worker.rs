@@ -71,6 +71,7 @@ async fn the_worker_refreshes_its_token_rides_out_faults_and_converges_over_real
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(500),
         poll_every: None,
+        poll_while_live: false,
     };
     let worker = a.start_worker(config).unwrap();
     until(Duration::from_secs(30), "the outbox drained", || a.status().pending == 0).await;
@@ -122,6 +123,7 @@ async fn a_cut_notice_stream_falls_back_to_polling_and_recovers() {
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(500),
         poll_every: Some(Duration::from_millis(300)),
+        poll_while_live: false,
     };
     let worker = b.start_worker(config).unwrap();
     until(Duration::from_secs(20), "b live", || b.status().notices == Notices::Live).await;

@@ -28,6 +28,9 @@ pub struct WorkerConfig {
     /// How often to pull when nothing else triggers a cycle and the device is not subscribed to
     /// change notices (the server offers none, or the subscription is down); `None`: never.
     pub poll_every: Option<Duration>,
+    /// Polls every `poll_every` also while subscribed (default off: a notice says when to pull).
+    /// For a store that other processes write too, whose writes no signal announces.
+    pub poll_while_live: bool,
 }
 
 impl Default for WorkerConfig {
@@ -37,6 +40,7 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             poll_every: Some(Duration::from_secs(60)),
+            poll_while_live: false,
         }
     }
 }
@@ -210,7 +214,7 @@ async fn work(engine: &Engine, config: WorkerConfig, mut stop: oneshot::Receiver
             let live = engine.inner.status.borrow().notices == Notices::Live;
             let until = match backoff_until {
                 Some(t) => Some(t),
-                None if needs_auth || offline || live => None,
+                None if needs_auth || offline || (live && !config.poll_while_live) => None,
                 None => config.poll_every.map(|p| last_cycle + p),
             };
             tokio::select! {

@@ -243,9 +243,8 @@ fn classify(status: tonic::Status) -> Error {
 
 /// `traceparent` for the current sync cycle's trace id, with a new span id.
 fn traceparent() -> Option<String> {
-    let trace = converge_core::api::cycle_trace_id()?;
-    let span: String = uuid::Uuid::now_v7().as_bytes()[8..].iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("00-{trace}-{span}-01"))
+    let trace = converge_core::api::cycle_trace_id().filter(|id| converge_core::api::is_trace_id(id))?;
+    Some(converge_core::api::traceparent_for(&trace))
 }
 
 #[async_trait]

@@ -21,6 +21,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::pb;
@@ -98,9 +99,43 @@ fn idempotency_key(metadata: &MetadataMap) -> Result<String, Status> {
 
 type NoticeStream = Pin<Box<dyn Stream<Item = Result<pb::ChangeNotice, Status>> + Send>>;
 
+/// A span per call (the method and the caller's trace id), as the HTTP adapter makes per request.
+fn span<T>(req: &Request<T>, rpc: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("grpc_request", rpc, trace_id = tracing::field::Empty);
+    let traceparent = req.metadata().get("traceparent").and_then(|v| v.to_str().ok());
+    if let Some(id) = traceparent.and_then(converge_core::api::trace_id_of) {
+        span.record("trace_id", id);
+    }
+    span
+}
+
 #[tonic::async_trait]
 impl Sync for SyncAdapter {
     async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+        let span = span(&req, "Push");
+        self.push_call(req).instrument(span).await
+    }
+
+    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+        let span = span(&req, "Pull");
+        self.pull_call(req).instrument(span).await
+    }
+
+    async fn get_record(&self, req: Request<pb::GetRecordRequest>) -> Result<Response<pb::Record>, Status> {
+        let span = span(&req, "GetRecord");
+        self.get_record_call(req).instrument(span).await
+    }
+
+    type SubscribeStream = NoticeStream;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<NoticeStream>, Status> {
+        let span = span(&req, "Subscribe");
+        self.subscribe_call(req).instrument(span).await
+    }
+}
+
+impl SyncAdapter {
+    async fn push_call(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
         let scope = self.caller(req.metadata())?;
         let idempotency_key = idempotency_key(req.metadata())?;
         let batch = convert::batch_from_pb(req.into_inner()).map_err(|e| to_status(&e))?;
@@ -114,7 +149,7 @@ impl Sync for SyncAdapter {
         Ok(out)
     }
 
-    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+    async fn pull_call(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
         let scope = self.caller(req.metadata())?;
         let pb::PullRequest { cursor, limit } = req.into_inner();
         let req =
@@ -123,16 +158,14 @@ impl Sync for SyncAdapter {
         Ok(Response::new(convert::pull_response_to_pb(&page)))
     }
 
-    async fn get_record(&self, req: Request<pb::GetRecordRequest>) -> Result<Response<pb::Record>, Status> {
+    async fn get_record_call(&self, req: Request<pb::GetRecordRequest>) -> Result<Response<pb::Record>, Status> {
         let scope = self.caller(req.metadata())?;
         let pb::GetRecordRequest { entity, record_id } = req.into_inner();
         let change = self.tenancy.scoped(scope).record(&entity, &record_id).await.map_err(answer)?;
         Ok(Response::new(convert::record_to_pb(&change)))
     }
 
-    type SubscribeStream = NoticeStream;
-
-    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<NoticeStream>, Status> {
+    async fn subscribe_call(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<NoticeStream>, Status> {
         let scope = self.caller(req.metadata())?;
         let cursor = Some(req.into_inner().cursor).filter(|c| !c.is_empty());
         let subscription = self.tenancy.scoped(scope).subscribe(cursor).await.map_err(answer)?;

@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use converge_core::api::is_trace_id;
 use converge_core::wire::{Change, PullRequest, PullResponse, PushRequest, PushResponse, validate_idempotency_key};
 use converge_core::{AuthProvider, Subscription, SyncApi};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -141,9 +142,7 @@ impl HttpClient {
     fn traceparent(&self) -> Option<String> {
         let cycle = converge_core::api::cycle_trace_id().filter(|id| is_trace_id(id));
         let trace = cycle.or_else(|| self.trace_id.read().unwrap_or_else(PoisonError::into_inner).clone())?;
-        // The last 8 bytes of a UUIDv7 are random (the variant bits make them non-zero).
-        let span: String = uuid::Uuid::now_v7().as_bytes()[8..].iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("00-{trace}-{span}-01"))
+        Some(converge_core::api::traceparent_for(&trace))
     }
 
     /// `rb` with the token and trace context.
@@ -267,13 +266,6 @@ impl SyncApi for HttpClient {
     async fn subscribe(&self, cursor: Option<String>) -> converge_core::Result<Subscription> {
         Ok(self.subscribe_inner(cursor).await?)
     }
-}
-
-/// Whether `id` is a W3C trace id: 32 lowercase hex digits, not all zero.
-fn is_trace_id(id: &str) -> bool {
-    id.len() == 32
-        && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && id.bytes().any(|b| b != b'0')
 }
 
 #[cfg(test)]

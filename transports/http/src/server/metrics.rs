@@ -111,23 +111,6 @@ impl Metrics {
     }
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
-pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
-    let ok = hex(version, 2)
-        && version != "ff"
-        && (version != "00" || parts.next().is_none())
-        && hex(trace, 32)
-        && !zero(trace)
-        && hex(parent, 16)
-        && !zero(parent)
-        && hex(flags, 2);
-    ok.then_some(trace)
-}
-
 /// Middleware: a span per request (method, route, trace id), then counts and times the answer.
 pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
@@ -137,7 +120,8 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
         route = %route,
         trace_id = tracing::field::Empty,
     );
-    if let Some(id) = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace_id) {
+    let traceparent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    if let Some(id) = traceparent.and_then(converge_core::api::trace_id_of) {
         span.record("trace_id", id);
     }
     let start = Instant::now();
@@ -147,20 +131,4 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
     state.metrics.observe_request(&route, status, elapsed);
     span.in_scope(|| tracing::debug!(status, latency_ms = elapsed.as_millis() as u64, "request done"));
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_parsing() {
-        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
-        assert_eq!(trace_id(&format!("00-{id}-00f067aa0ba902b7-01")), Some(id));
-        assert_eq!(trace_id(&format!("00-{id}-00f067aa0ba902b7-01-extra")), None);
-        assert_eq!(trace_id(&format!("01-{id}-00f067aa0ba902b7-01-extra")), Some(id));
-        assert_eq!(trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
-        assert_eq!(trace_id(&format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase())), None);
-        assert_eq!(trace_id("garbage"), None);
-    }
 }
