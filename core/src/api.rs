@@ -94,6 +94,14 @@ pub fn cycle_trace_id() -> Option<String> {
     CYCLE_TRACE_ID.try_with(String::clone).ok()
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case); `None` for
+/// another scheme or an empty token.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Whether `id` is a W3C trace id: 32 lowercase hex digits, not all zero.
 pub fn is_trace_id(id: &str) -> bool {
     id.len() == 32
@@ -194,6 +202,15 @@ mod tests {
         assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
         assert_eq!(trace_id_of(&format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase())), None);
         assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 
     #[test]

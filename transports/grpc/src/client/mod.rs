@@ -85,6 +85,10 @@ impl GrpcClient {
             .keep_alive_timeout(PING_EVERY)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
+            // A batch of 500 or a page of 1,000 changes is well over HTTP/2's default 64 KiB
+            // window, which would stall each on window updates.
+            .initial_stream_window_size(2 << 20)
+            .initial_connection_window_size(8 << 20)
             .user_agent(concat!("converge-grpc/", env!("CARGO_PKG_VERSION")))
             .map_err(bad)?;
         if tls {

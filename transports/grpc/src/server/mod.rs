@@ -33,6 +33,12 @@ use crate::metadata::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 /// HTTP/2 pings this often keep a quiet `Subscribe` stream open through proxies.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
+/// HTTP/2 flow-control windows: a batch of 500 or a page of 1,000 changes is well over the
+/// protocol's default 64 KiB, which would stall each on window updates.
+pub(crate) const WINDOW: u32 = 2 << 20;
+/// The connection's window, shared by its calls.
+pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// The server adapter's settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -72,10 +78,7 @@ impl SyncAdapter {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
+            .and_then(converge_core::api::bearer_token)
             .ok_or_else(|| refuse(Code::Unauthorized, "the authorization metadata is not a Bearer token"))?;
         self.auth.authenticate(token).map_err(|e| to_status(&e))
     }
@@ -216,6 +219,8 @@ pub async fn serve(
         Ok::<_, std::io::Error>(stream)
     });
     tonic::transport::Server::builder()
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_routes(routes)

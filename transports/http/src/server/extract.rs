@@ -29,10 +29,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
+            .and_then(converge_core::api::bearer_token)
             .ok_or_else(|| HttpError::new(Code::Unauthorized, "the Authorization header is not a Bearer token"))?;
         let scope = state.auth.authenticate(token)?;
         Ok(Caller(scope))
