@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace from a clean clone: formatting, clippy, the WASM
-# plugins' build, and all tests (which start real `converge serve` processes on loopback themselves).
+# plugins' build, the Python environment of the cross-language test, and all tests (which start
+# real `converge serve` processes on loopback themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 ./scripts/build-plugins.sh
+
+echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
+./scripts/python-env.sh
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

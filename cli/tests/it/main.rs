@@ -16,6 +16,7 @@ mod logs;
 mod notices;
 mod policy;
 mod proxy;
+mod stock_grpc;
 mod worker;
 
 use std::path::Path;
