@@ -42,12 +42,6 @@ impl Hub {
         let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
         tenants.entry(tenant.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
     }
-
-    /// How many subscriptions are open, over all tenants.
-    pub(crate) fn open(&self) -> usize {
-        let tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
-        tenants.values().map(watch::Sender::receiver_count).sum()
-    }
 }
 
 /// Feeds one subscription until its subscriber leaves: a notice whenever the feed ends past the

@@ -70,11 +70,6 @@ impl SyncService {
         &self.inner.rules
     }
 
-    /// How many live-notice subscriptions are open.
-    pub fn subscriptions(&self) -> usize {
-        self.inner.hub.open()
-    }
-
     /// Compacts the store: removes tombstones, op results and idempotency responses older than
     /// `retention` (see [`ServerStore::compact`]; cursors that could miss a removed tombstone
     /// expire). Logs the counts, never contents; a failure is returned for the caller to log (a

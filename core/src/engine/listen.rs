@@ -14,7 +14,7 @@ use crate::error::{Code, Error, ErrorClass, Result};
 impl Engine {
     /// The cursor the device's next pull starts from.
     pub(super) async fn stored_cursor(&self) -> Result<Option<String>> {
-        self.off_runtime(|e| Ok(e.lock().store.device_state()?.cursor)).await
+        self.off_runtime(Engine::sync_cursor).await
     }
 
     /// Whether the device has pulled up to the last notice it heard (its own push, say).

@@ -48,10 +48,7 @@ impl HttpError {
 
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> HttpError {
-        if e.code == Code::Internal {
-            return HttpError { retry_after: e.retry_after, ..HttpError::internal(&e.detail) };
-        }
-        HttpError { retry_after: e.retry_after, ..HttpError::new(e.code, e.detail) }
+        converge_core::Error::Api(e).into()
     }
 }
 
