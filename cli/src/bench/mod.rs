@@ -20,7 +20,7 @@ use anyhow::{Result, ensure};
 use clap::{Args, ValueEnum};
 use converge_connect::Transport;
 use converge_core::check::Rules;
-use converge_core::{Engine, EngineConfig, Fields, Hlc, Mutation, Op, PushBatch, PushRequest, SyncApi};
+use converge_core::{Engine, EngineConfig, Fields, Hlc, Mutation, Op, PullRequest, PushBatch, PushRequest, SyncApi};
 use converge_sqlite::SqliteStore;
 use serde_json::json;
 use uuid::Uuid;
@@ -148,6 +148,9 @@ fn mutation(i: usize, device: &str) -> Mutation {
     }
 }
 
+/// Calls timed for the request floor of the push leg.
+const ROUND_TRIPS: usize = 2000;
+
 async fn push_throughput(api: &dyn SyncApi, ops: usize, batch: usize) -> Result<f64> {
     let device = format!("bench-{batch}");
     let all: Vec<Mutation> = (0..ops).map(|i| mutation(i, &device)).collect();
@@ -162,6 +165,18 @@ async fn push_throughput(api: &dyn SyncApi, ops: usize, batch: usize) -> Result<
         ensure!(resp.accepted.len() == chunk.len(), "the server did not accept every op");
     }
     Ok(ops as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The floor under every call: `calls` pulls of one change, one after another; (p50, p99) in µs.
+async fn round_trip(api: &dyn SyncApi, calls: usize) -> Result<(f64, f64)> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for _ in 0..calls {
+        let t = Instant::now();
+        let page = api.pull(PullRequest { cursor: None, limit: Some(1) }).await?;
+        h.record(t.elapsed().as_micros().max(1) as u64)?;
+        ensure!(page.changes.len() == 1, "the feed held no change to pull");
+    }
+    Ok((h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64))
 }
 
 /// Device A writes `ops` records and pushes them; a fresh device B pulls them; per transport.
@@ -268,7 +283,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         .await?;
         if wants(Leg::Push) {
             println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);
-            let mut figures = Vec::new();
+            let (mut figures, mut floors) = (Vec::new(), Vec::new());
             for &transport in &transports {
                 let api = offline::connect(&server.url_of(transport), &format!("push-{transport}"))?;
                 for batch in [50, 500] {
@@ -276,8 +291,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
                     println!("  {transport} batch {batch:>3}: {rate:>10.0} ops/s");
                     figures.push((transport, format!("batch {batch}"), rate));
                 }
+                let (p50, p99) = round_trip(api.as_ref(), ROUND_TRIPS).await?;
+                println!("  {transport} request floor, a pull of one change: p50 {p50:.0} µs, p99 {p99:.0} µs");
+                floors.push((transport, "p50".to_owned(), p50));
             }
             transport_ratios("ops/s (above 1: gRPC faster)", figures);
+            transport_ratios(&format!("request floor over {ROUND_TRIPS} calls (below 1: gRPC faster)"), floors);
         }
         if wants(Leg::E2e) {
             end_to_end(&server, dir.path(), args.ops, &transports).await?;

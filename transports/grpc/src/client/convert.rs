@@ -11,15 +11,15 @@ use converge_core::{CheckMode, Code, Op};
 use crate::convert::{Invalid, fields_from_text, fields_to_text, uuid};
 use crate::pb;
 
-/// A batch as the client sends it.
-pub(crate) fn batch_to_pb(batch: &PushBatch) -> pb::PushRequest {
+/// A batch as the client sends it (moved, not copied).
+pub(crate) fn batch_to_pb(batch: PushBatch) -> pb::PushRequest {
     let mutations = batch
         .mutations
-        .iter()
+        .into_iter()
         .map(|m| pb::Mutation {
             op_id: m.op_id.to_string(),
-            entity: m.entity.clone(),
-            record_id: m.record_id.clone(),
+            entity: m.entity,
+            record_id: m.record_id,
             op: match m.op {
                 Op::Create => pb::Op::Create,
                 Op::Update => pb::Op::Update,
@@ -35,7 +35,7 @@ pub(crate) fn batch_to_pb(batch: &PushBatch) -> pb::PushRequest {
             } as i32,
         })
         .collect();
-    pb::PushRequest { device_id: batch.device_id.clone(), mutations }
+    pb::PushRequest { device_id: batch.device_id, mutations }
 }
 
 /// A server's push answer as core's type.

@@ -159,7 +159,7 @@ impl GrpcClient {
 
     async fn push_inner(&self, req: PushRequest) -> Result<PushResponse> {
         validate_idempotency_key(&req.idempotency_key)?;
-        let mut request = self.request(convert::batch_to_pb(&req.batch)).await?;
+        let mut request = self.request(convert::batch_to_pb(req.batch)).await?;
         let key = MetadataValue::try_from(req.idempotency_key.as_str())
             .map_err(|_| Error::Api(ApiError::invalid("an idempotency key is printable ASCII")))?;
         request.metadata_mut().insert(crate::metadata::IDEMPOTENCY_KEY, key);

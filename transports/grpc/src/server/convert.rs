@@ -43,27 +43,28 @@ fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, Invalid> {
     })
 }
 
-/// The service's answer as the server sends it.
-pub(crate) fn push_response_to_pb(resp: &PushResponse) -> pb::PushResponse {
+/// The service's answer as the server sends it (moved, not copied: a batch's answer is
+/// hundreds of strings).
+pub(crate) fn push_response_to_pb(resp: PushResponse) -> pb::PushResponse {
     pb::PushResponse {
         accepted: resp
             .accepted
-            .iter()
+            .into_iter()
             .map(|a| pb::Accepted {
                 op_id: a.op_id.to_string(),
-                entity: a.entity.clone(),
-                record_id: a.record_id.clone(),
+                entity: a.entity,
+                record_id: a.record_id,
                 version: a.version,
             })
             .collect(),
         conflicts: resp
             .conflicts
-            .iter()
+            .into_iter()
             .map(|c| pb::Conflict {
                 op_id: c.op_id.to_string(),
-                entity: c.entity.clone(),
-                record_id: c.record_id.clone(),
-                fields: c.fields.clone(),
+                entity: c.entity,
+                record_id: c.record_id,
+                fields: c.fields,
                 server: Some(pb::ServerState {
                     version: c.server.version,
                     fields: fields_to_text(&c.server.fields),
@@ -71,19 +72,19 @@ pub(crate) fn push_response_to_pb(resp: &PushResponse) -> pb::PushResponse {
                     meta: c
                         .server
                         .meta
-                        .iter()
-                        .map(|(k, m)| (k.clone(), pb::FieldMeta { version: m.version, hlc: m.hlc.to_string() }))
+                        .into_iter()
+                        .map(|(k, m)| (k, pb::FieldMeta { version: m.version, hlc: m.hlc.to_string() }))
                         .collect(),
                 }),
             })
             .collect(),
         rejected: resp
             .rejected
-            .iter()
+            .into_iter()
             .map(|r| pb::Rejected {
                 op_id: r.op_id.to_string(),
                 code: r.code.as_str().to_owned(),
-                message: r.message.clone(),
+                message: r.message,
                 retryable: r.retryable,
             })
             .collect(),
@@ -91,31 +92,31 @@ pub(crate) fn push_response_to_pb(resp: &PushResponse) -> pb::PushResponse {
 }
 
 /// A feed page as the server sends it.
-pub(crate) fn pull_response_to_pb(page: &PullResponse) -> pb::PullResponse {
+pub(crate) fn pull_response_to_pb(page: PullResponse) -> pb::PullResponse {
     pb::PullResponse {
         changes: page
             .changes
-            .iter()
+            .into_iter()
             .map(|c| pb::Change {
-                entity: c.entity.clone(),
-                record_id: c.record_id.clone(),
-                version: c.version,
                 fields: fields_to_text(&c.fields),
+                entity: c.entity,
+                record_id: c.record_id,
+                version: c.version,
                 deleted: c.deleted,
             })
             .collect(),
-        cursor: page.cursor.clone(),
+        cursor: page.cursor,
         has_more: page.has_more,
     }
 }
 
 /// A record as the server sends it.
-pub(crate) fn record_to_pb(c: &Change) -> pb::Record {
+pub(crate) fn record_to_pb(c: Change) -> pb::Record {
     pb::Record {
-        entity: c.entity.clone(),
-        record_id: c.record_id.clone(),
-        version: c.version,
         fields: fields_to_text(&c.fields),
+        entity: c.entity,
+        record_id: c.record_id,
+        version: c.version,
         deleted: c.deleted,
     }
 }
@@ -149,27 +150,27 @@ mod tests {
     #[test]
     fn a_batch_survives_the_trip_exactly() {
         let b = batch();
-        let pb = batch_to_pb(&b);
+        let pb = batch_to_pb(b.clone());
         assert_eq!(pb.mutations[1].patch, "", "an empty patch travels as \"\"");
         assert_eq!(batch_from_pb(pb).unwrap(), b);
     }
 
     #[test]
     fn shape_errors_name_the_mutation_and_field() {
-        let mut pb = batch_to_pb(&batch());
+        let mut pb = batch_to_pb(batch());
         pb.mutations[1].op = 0;
         assert!(batch_from_pb(pb).unwrap_err().detail.starts_with("mutations[1].op"));
-        let mut pb = batch_to_pb(&batch());
+        let mut pb = batch_to_pb(batch());
         pb.mutations[0].patch = "[1,2]".into();
         assert_eq!(batch_from_pb(pb).unwrap_err().detail, "mutations[0].patch is not a JSON object");
-        let mut pb = batch_to_pb(&batch());
+        let mut pb = batch_to_pb(batch());
         pb.mutations[0].patch = "{\"secret\": ".into();
         let e = batch_from_pb(pb).unwrap_err();
         assert!(!e.detail.contains("secret"), "{}", e.detail);
-        let mut pb = batch_to_pb(&batch());
+        let mut pb = batch_to_pb(batch());
         pb.mutations[0].check = 9;
         assert_eq!(batch_from_pb(pb).unwrap_err().code, Code::InvalidRequest);
-        let mut pb = batch_to_pb(&batch());
+        let mut pb = batch_to_pb(batch());
         pb.mutations[0].hlc = "yesterday".into();
         assert!(batch_from_pb(pb).unwrap_err().detail.starts_with("mutations[0].hlc"));
     }

@@ -145,8 +145,9 @@ impl SyncAdapter {
         batch.validate(&self.limits).map_err(|e| to_status(&e))?;
         tracing::debug!(tenant = %scope.tenant, mutations = batch.mutations.len(), "push");
         let resp = self.tenancy.scoped(scope).push(PushRequest { idempotency_key, batch }).await.map_err(answer)?;
-        let mut out = Response::new(convert::push_response_to_pb(&resp));
-        if resp.replayed {
+        let replayed = resp.replayed;
+        let mut out = Response::new(convert::push_response_to_pb(resp));
+        if replayed {
             out.metadata_mut().insert(IDEMPOTENT_REPLAYED, MetadataValue::from_static("true"));
         }
         Ok(out)
@@ -158,14 +159,14 @@ impl SyncAdapter {
         let req =
             PullRequest { cursor: Some(cursor).filter(|c| !c.is_empty()), limit: Some(limit).filter(|&n| n != 0) };
         let page = self.tenancy.scoped(scope).pull(req).await.map_err(answer)?;
-        Ok(Response::new(convert::pull_response_to_pb(&page)))
+        Ok(Response::new(convert::pull_response_to_pb(page)))
     }
 
     async fn get_record_call(&self, req: Request<pb::GetRecordRequest>) -> Result<Response<pb::Record>, Status> {
         let scope = self.caller(req.metadata())?;
         let pb::GetRecordRequest { entity, record_id } = req.into_inner();
         let change = self.tenancy.scoped(scope).record(&entity, &record_id).await.map_err(answer)?;
-        Ok(Response::new(convert::record_to_pb(&change)))
+        Ok(Response::new(convert::record_to_pb(change)))
     }
 
     async fn subscribe_call(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<NoticeStream>, Status> {
