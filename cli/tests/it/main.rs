@@ -16,6 +16,7 @@ mod logs;
 mod notices;
 mod policy;
 mod proxy;
+mod record_changes;
 mod stock_grpc;
 mod worker;
 

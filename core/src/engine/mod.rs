@@ -2,6 +2,7 @@
 
 mod ack;
 mod batch;
+mod changes;
 mod counters;
 mod held;
 mod listen;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::watch;
 
+pub use changes::RecordChange;
 pub use metrics::{EntityCounts, Metrics, MetricsReport};
 pub use resolve::Choice;
 pub use status::{Notices, Phase, RecordState, RecordView, StatusError, SyncProgress, SyncReport, SyncStatus};
@@ -129,7 +131,12 @@ impl EngineBuilder {
         let (status_tx, _) = watch::channel(status);
         Ok(Engine {
             inner: Arc::new(Inner {
-                state: Mutex::new(State { store: self.store, hlc, summary, metrics: device.metrics }),
+                state: Mutex::new(State {
+                    store: changes::Recorder::new(self.store),
+                    hlc,
+                    summary,
+                    metrics: device.metrics,
+                }),
                 api: self.api,
                 auth: self.auth,
                 worker: worker::Signals::default(),
@@ -204,7 +211,7 @@ fn counters(r: &LocalRecord) -> (u32, u32, u32) {
 }
 
 struct State {
-    store: Box<dyn LocalStore>,
+    store: changes::Recorder,
     hlc: HlcClock,
     summary: Summary,
     metrics: Metrics,
