@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace from a clean clone: formatting, clippy, the WASM
-# plugins' build, the Python environment of the cross-language test, and all tests (which start
-# real `converge serve` processes on loopback themselves).
+# plugins' build, the Python environment of the cross-language tests, and all tests (which start
+# real `converge serve` processes on loopback themselves; the FFI crate's run its Python suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,9 @@ echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 
 echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
 ./scripts/python-env.sh
+
+echo "== cargo build (the binaries the FFI tests run: converge, uniffi-bindgen)"
+cargo build --locked -p converge-cli -p converge-uniffi-bindgen
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -117,7 +117,7 @@ fn leaf_crates_do_not_depend_on_each_other() {
 #[test]
 fn tonic_is_only_in_the_grpc_transport_and_what_composes_transports() {
     let meta = metadata();
-    let composers = ["converge-grpc", "converge-connect", "converge-cli"];
+    let composers = ["converge-grpc", "converge-connect", "converge-cli", "converge-ffi"];
     // The examples are apps: like the CLI, they open servers through converge-connect.
     for member in
         workspace_members(&meta).iter().filter(|m| !composers.contains(m) && !m.starts_with("converge-example-"))
@@ -129,6 +129,16 @@ fn tonic_is_only_in_the_grpc_transport_and_what_composes_transports() {
     assert!(!tree.contains("protoc-bin-vendored"), "no protoc at build time");
     let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-grpc").collect();
     assert_eq!(ours, ["converge-core"], "converge-grpc depends only on converge-core");
+}
+
+#[test]
+fn uniffi_is_only_in_the_ffi_library_and_its_binding_generator() {
+    let meta = metadata();
+    let ffi = ["converge-ffi", "converge-uniffi-bindgen"];
+    for member in workspace_members(&meta).iter().filter(|m| !ffi.contains(m)) {
+        assert!(!normal_tree(&meta, member).contains("uniffi"), "{member} pulls in uniffi");
+    }
+    assert!(normal_tree(&meta, "converge-ffi").contains("uniffi"), "the walk must find uniffi under converge-ffi");
 }
 
 fn workspace_members(meta: &Value) -> Vec<&str> {
@@ -147,15 +157,17 @@ fn wasmtime_is_only_in_converge_wasm_which_needs_only_core() {
     let members = workspace_members(&meta);
     assert!(members.contains(&"converge-wasm") && members.contains(&"converge-plugin-sdk"), "{members:?}");
     // The custom-policies example loads a plugin, as an app does.
-    let hosts = ["converge-wasm", "converge-cli", "converge-example-custom-policies"];
+    let hosts = ["converge-wasm", "converge-cli", "converge-ffi", "converge-example-custom-policies"];
     for member in members.iter().filter(|m| !hosts.contains(m)) {
         assert!(!normal_tree(&meta, member).contains("wasmtime"), "{member} pulls in wasmtime");
     }
-    // The command line has it only through its `wasm` feature.
-    let cli = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == "converge-cli").unwrap();
-    let dep = cli["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "converge-wasm");
-    assert_eq!(dep.map(|d| d["optional"].clone()), Some(serde_json::Value::Bool(true)), "converge-wasm is optional");
-    assert_eq!(cli["features"]["wasm"], serde_json::json!(["dep:converge-wasm"]));
+    // The command line and the FFI library have it only through their `wasm` feature.
+    for name in ["converge-cli", "converge-ffi"] {
+        let host = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
+        let dep = host["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "converge-wasm");
+        assert_eq!(dep.map(|d| d["optional"].clone()), Some(Value::Bool(true)), "converge-wasm is optional in {name}");
+        assert_eq!(host["features"]["wasm"], serde_json::json!(["dep:converge-wasm"]));
+    }
     let tree = normal_tree(&meta, "converge-wasm");
     assert!(tree.contains("wasmtime"), "the walk must find wasmtime under converge-wasm");
     let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-wasm").collect();
