@@ -15,6 +15,17 @@ need cargo --version
 need cargo fmt --version
 need cargo clippy --version
 
+# SQLCipher (encryption at rest) builds against the system's libcrypto headers.
+if [ ! -f /usr/include/openssl/crypto.h ]; then
+  echo "== installing libssl-dev (OpenSSL headers for SQLCipher)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  else
+    echo "missing: OpenSSL headers (/usr/include/openssl/crypto.h); install libssl-dev (apt-get install libssl-dev)" >&2
+    exit 1
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --all --manifest-path plugins/guests/Cargo.toml -- --check

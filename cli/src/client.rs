@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use converge_core::store::{ConflictRecord, OutboxOp};
 use converge_core::{Choice, Engine, ErrorClass, Fields, MetricsReport, RecordView, SyncApi, SyncStatus, WorkerConfig};
-use converge_sqlite::SqliteStore;
+use converge_sqlite::{Key, SqliteStore};
 use serde_json::json;
 
 /// Options shared by the client commands.
@@ -18,6 +18,11 @@ pub(crate) struct ClientArgs {
     /// The device store file (created if absent).
     #[arg(long, env = "CONVERGE_DB", default_value = "converge-device.db")]
     db: PathBuf,
+    /// The file holding the device store's encryption key (SQLCipher): its contents, one
+    /// trailing newline trimmed, are a passphrase, or 64 hex digits for a raw key. A new store
+    /// is created encrypted. Without it, the key is taken from CONVERGE_DB_KEY when set.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
     /// The sync server's URL: http(s)://host:port for HTTP JSON, grpc(s)://host:port for gRPC.
     #[arg(long, env = "CONVERGE_SERVER", default_value = "http://127.0.0.1:7878")]
     server: String,
@@ -115,6 +120,30 @@ enum ClientCommand {
     },
     /// Show the conflict journal: every settled conflict and the values that lost.
     Journal,
+    /// Change the store's encryption key (the current one from --key-file or CONVERGE_DB_KEY;
+    /// none for a plain store). Everything is kept, pending changes too.
+    Rekey {
+        /// The file holding the new key.
+        #[arg(long, value_name = "PATH", group = "new_key")]
+        new_key_file: Option<PathBuf>,
+        /// Store it unencrypted from now on.
+        #[arg(long, group = "new_key")]
+        decrypt: bool,
+    },
+}
+
+/// The store key from `--key-file`, else from CONVERGE_DB_KEY; none when neither is given.
+fn store_key(key_file: Option<&std::path::Path>) -> Result<Option<Key>> {
+    let text = match key_file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the key file {}", path.display()))?
+        }
+        None => match std::env::var("CONVERGE_DB_KEY") {
+            Ok(text) => text,
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(Some(Key::parse(&text).context("the store key")?))
 }
 
 fn parse_policy(s: &str) -> Result<(String, String), String> {
@@ -167,10 +196,13 @@ const POLICIES_KEY: &str = "converge-cli.policies";
 /// this command's `--policy` values, which are remembered in turn once each has loaded.
 pub(crate) fn open_engine(
     db: &std::path::Path,
+    key: Option<Key>,
     api: Option<Arc<dyn SyncApi>>,
     policies: &[(String, String)],
 ) -> Result<Engine> {
-    let mut store = SqliteStore::open(db).with_context(|| format!("cannot open the device store {}", db.display()))?;
+    let options = converge_sqlite::Options { key, ..converge_sqlite::Options::default() };
+    let mut store = SqliteStore::open_with(db, options)
+        .with_context(|| format!("cannot open the device store {}", db.display()))?;
     let mut remembered: BTreeMap<String, String> = match store.setting(POLICIES_KEY)? {
         Some(text) => serde_json::from_str(&text)
             .context("the device's remembered policies are unreadable; give them again with --policy")?,
@@ -205,6 +237,23 @@ pub(crate) fn open_engine(
 }
 
 pub(crate) async fn run(args: ClientArgs) -> Result<()> {
+    let key = store_key(args.key_file.as_deref())?;
+    if let ClientCommand::Rekey { new_key_file, decrypt } = &args.command {
+        let new = match (new_key_file, decrypt) {
+            (Some(path), _) => store_key(Some(path))?,
+            (None, true) => None,
+            (None, false) => bail!("give the new key with --new-key-file PATH, or --decrypt"),
+        };
+        SqliteStore::rekey(&args.db, key.as_ref(), new.as_ref())
+            .with_context(|| format!("cannot re-key the device store {}", args.db.display()))?;
+        let what = if new.is_some() { "encrypted with the new key" } else { "stored unencrypted" };
+        let out = Output { json: args.json };
+        out.line(
+            json!({"rekeyed": args.db.display().to_string(), "encrypted": new.is_some()}),
+            &format!("{} is now {what}", args.db.display()),
+        );
+        return Ok(());
+    }
     let api = match &args.command {
         ClientCommand::Sync | ClientCommand::Watch { .. } => {
             let token = args.token.clone().ok_or_else(|| {
@@ -217,7 +266,7 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
         }
         _ => None,
     };
-    let engine = open_engine(&args.db, api, &args.policies)?;
+    let engine = open_engine(&args.db, key, api, &args.policies)?;
     let out = Output { json: args.json };
     match args.command {
         ClientCommand::Put { entity, id, fields } => {
@@ -271,6 +320,7 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
         }
         ClientCommand::Conflicts => out.conflicts(&engine.conflicts()?, "no conflicts waiting"),
         ClientCommand::Journal => out.conflicts(&engine.journal()?, "the journal is empty"),
+        ClientCommand::Rekey { .. } => unreachable!("re-keyed before the store was opened"),
         ClientCommand::Resolve { id, accept_server, keep_local, merged } => {
             let choice = match (accept_server, keep_local, merged) {
                 (true, _, _) => Choice::AcceptServer,

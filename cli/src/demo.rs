@@ -92,7 +92,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         let api = Arc::new(HttpClient::new(&server.url(), token.clone())?);
         let policies = [("notes", "field_merge"), ("flags", "lww"), ("orders", "server_authoritative")]
             .map(|(e, p)| (e.to_owned(), p.to_owned()));
-        Ok(Device { name, engine: open_engine(&dir.join(format!("{name}.db")), Some(api), &policies)? })
+        Ok(Device { name, engine: open_engine(&dir.join(format!("{name}.db")), None, Some(api), &policies)? })
     };
     let phone = device("phone")?;
     let laptop = device("laptop")?;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use converge_core::{AuthProvider, Choice, Engine, EngineConfig, MergePolicy, WorkerConfig, WorkerHandle};
-use converge_sqlite::SqliteStore;
+use converge_sqlite::{Key, Options as StoreOptions, SqliteStore};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::auth::{ForeignAuth, TokenProvider};
@@ -62,7 +62,8 @@ impl ConvergeClient {
         if let Some(n) = options.pull_limit {
             config.pull_limit = n;
         }
-        let store = SqliteStore::open(&path).map_err(converge_core::Error::from)?;
+        let key = options.encryption_key.as_deref().map(Key::parse).transpose()?;
+        let store = SqliteStore::open_with(&path, StoreOptions { key, ..StoreOptions::default() })?;
         let mut builder = Engine::builder(Box::new(store)).api(api).auth(auth.clone()).config(config);
         for (entity, spec) in &options.policies {
             converge_core::model::validate_entity(entity)?;
@@ -258,6 +259,16 @@ impl ConvergeClient {
         // Never blocks, also when the last reference goes on one of the runtime's own threads.
         runtime.shutdown_background();
     }
+}
+
+/// Changes the encryption key of the store at `path`, which no client may have open: from
+/// `old_key` (`None`: a plain store) to `new_key` (`None`: store it unencrypted). Everything is
+/// kept, pending changes too; a crash leaves the old file or the new one, whole.
+#[uniffi::export]
+pub fn rekey_store(path: String, old_key: Option<String>, new_key: Option<String>) -> Result<()> {
+    let old = old_key.as_deref().map(Key::parse).transpose()?;
+    let new = new_key.as_deref().map(Key::parse).transpose()?;
+    Ok(SqliteStore::rekey(&path, old.as_ref(), new.as_ref())?)
 }
 
 impl ConvergeClient {

@@ -6,7 +6,8 @@ use converge_core::ErrorClass;
 /// code when the server gave one (`token_expired`, `rate_limited`, ...), or one of the local
 /// codes: `invalid_input` (the app's call was wrong: bad JSON, a bad entity name, an unknown
 /// id), `not_found`, `unsupported`, `store` (the device's database), `store_full`, `offline`,
-/// `closed` (the client was closed), `internal`. `message` never holds record contents.
+/// `wrong_key`, `key_required`, `bad_key` (the store's encryption key), `closed` (the client
+/// was closed), `internal`. `message` never holds record contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum ConvergeError {
     /// Retrying later may work (offline, the server busy, the disk full); sync retries by itself.
@@ -68,6 +69,19 @@ impl From<converge_core::Error> for ConvergeError {
             ErrorClass::Rejected => ConvergeError::Rejected { code, message },
             ErrorClass::Fatal => ConvergeError::Fatal { code, message },
         }
+    }
+}
+
+impl From<converge_sqlite::Error> for ConvergeError {
+    fn from(e: converge_sqlite::Error) -> ConvergeError {
+        use converge_sqlite::Error as E;
+        let code = match &e {
+            E::WrongKey => "wrong_key",
+            E::KeyRequired => "key_required",
+            E::BadKey(_) => "bad_key",
+            _ => return converge_core::Error::from(e).into(),
+        };
+        ConvergeError::Rejected { code: code.into(), message: e.to_string() }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One object, [`ConvergeClient`]: open a device store with a server URL of either transport and
 //! a [`TokenProvider`]; write, read and list records (JSON text plus typed metadata); settle
-//! conflicts; retry or discard held ops; run the sync worker; hear the status and record changes
+//! conflicts; retry or discard held ops; keep the store encrypted (`encryption_key`,
+//! [`rekey_store`]); run the sync worker; hear the status and record changes
 //! through listeners that return a [`ListenerHandle`]. Every error is a [`ConvergeError`] whose
 //! variant is its class and whose `code` is stable; nothing panics across the boundary.
 //!
@@ -16,7 +17,7 @@ mod listen;
 mod types;
 
 pub use auth::TokenProvider;
-pub use client::ConvergeClient;
+pub use client::{ConvergeClient, rekey_store};
 pub use error::{ConvergeError, Result, TokenError};
 pub use listen::{ListenerHandle, RecordListener, StatusListener};
 pub use types::{

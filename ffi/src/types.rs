@@ -362,4 +362,9 @@ pub struct ClientOptions {
     /// The longest backoff step, in ms (default 300,000).
     #[uniffi(default)]
     pub backoff_cap_ms: Option<u64>,
+    /// The store's encryption key (SQLCipher): a passphrase, or 64 hex digits for a raw key
+    /// (keep it in the Keychain). A new store is created encrypted; an encrypted store needs
+    /// its key. `None`: a plain store.
+    #[uniffi(default)]
+    pub encryption_key: Option<String>,
 }

@@ -2074,6 +2074,12 @@ public struct ClientOptions: Equatable, Hashable {
      * The longest backoff step, in ms (default 300,000).
      */
     public var backoffCapMs: UInt64?
+    /**
+     * The store's encryption key (SQLCipher): a passphrase, or 64 hex digits for a raw key
+     * (keep it in the Keychain). A new store is created encrypted; an encrypted store needs
+     * its key. `None`: a plain store.
+     */
+    public var encryptionKey: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2098,13 +2104,19 @@ public struct ClientOptions: Equatable, Hashable {
          */backoffBaseMs: UInt64? = nil, 
         /**
          * The longest backoff step, in ms (default 300,000).
-         */backoffCapMs: UInt64? = nil) {
+         */backoffCapMs: UInt64? = nil, 
+        /**
+         * The store's encryption key (SQLCipher): a passphrase, or 64 hex digits for a raw key
+         * (keep it in the Keychain). A new store is created encrypted; an encrypted store needs
+         * its key. `None`: a plain store.
+         */encryptionKey: String? = nil) {
         self.policies = policies
         self.batchSize = batchSize
         self.pullLimit = pullLimit
         self.pollEveryMs = pollEveryMs
         self.backoffBaseMs = backoffBaseMs
         self.backoffCapMs = backoffCapMs
+        self.encryptionKey = encryptionKey
     }
 
     
@@ -2128,7 +2140,8 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 pullLimit: FfiConverterOptionUInt32.read(from: &buf), 
                 pollEveryMs: FfiConverterOptionUInt64.read(from: &buf), 
                 backoffBaseMs: FfiConverterOptionUInt64.read(from: &buf), 
-                backoffCapMs: FfiConverterOptionUInt64.read(from: &buf)
+                backoffCapMs: FfiConverterOptionUInt64.read(from: &buf), 
+                encryptionKey: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2139,6 +2152,7 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.pollEveryMs, into: &buf)
         FfiConverterOptionUInt64.write(value.backoffBaseMs, into: &buf)
         FfiConverterOptionUInt64.write(value.backoffCapMs, into: &buf)
+        FfiConverterOptionString.write(value.encryptionKey, into: &buf)
     }
 }
 
@@ -3007,7 +3021,8 @@ public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer 
  * code when the server gave one (`token_expired`, `rate_limited`, ...), or one of the local
  * codes: `invalid_input` (the app's call was wrong: bad JSON, a bad entity name, an unknown
  * id), `not_found`, `unsupported`, `store` (the device's database), `store_full`, `offline`,
- * `closed` (the client was closed), `internal`. `message` never holds record contents.
+ * `wrong_key`, `key_required`, `bad_key` (the store's encryption key), `closed` (the client
+ * was closed), `internal`. `message` never holds record contents.
  */
 public 
 enum ConvergeError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -3977,6 +3992,20 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
         print("uniffiFutureContinuationCallback invalid handle")
     }
 }
+/**
+ * Changes the encryption key of the store at `path`, which no client may have open: from
+ * `old_key` (`None`: a plain store) to `new_key` (`None`: store it unencrypted). Everything is
+ * kept, pending changes too; a crash leaves the old file or the new one, whole.
+ */
+public func rekeyStore(path: String, oldKey: String?, newKey: String?)throws   {try rustCallWithError(FfiConverterTypeConvergeError_lift) {
+        uniffiCallStatus in
+    uniffi_converge_ffi_fn_func_rekey_store(
+        FfiConverterString.lower(path),
+        FfiConverterOptionString.lower(oldKey),
+        FfiConverterOptionString.lower(newKey),uniffiCallStatus
+    )
+}
+}
 
 private enum InitializationResult {
     case ok
@@ -3992,6 +4021,9 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_converge_ffi_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_converge_ffi_checksum_func_rekey_store() != 20228) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_converge_ffi_checksum_method_tokenprovider_token() != 40811) {
         return InitializationResult.apiChecksumMismatch

@@ -532,6 +532,11 @@ void uniffi_converge_ffi_fn_init_callback_vtable_statuslistener(const UniffiVTab
 void uniffi_converge_ffi_fn_method_statuslistener_on_status(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONVERGE_FFI_FN_FUNC_REKEY_STORE
+#define UNIFFI_FFIDEF_UNIFFI_CONVERGE_FFI_FN_FUNC_REKEY_STORE
+void uniffi_converge_ffi_fn_func_rekey_store(RustBuffer path, RustBuffer old_key, RustBuffer new_key, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_FFI_CONVERGE_FFI_RUSTBUFFER_ALLOC
 #define UNIFFI_FFIDEF_FFI_CONVERGE_FFI_RUSTBUFFER_ALLOC
 RustBuffer ffi_converge_ffi_rustbuffer_alloc(uint64_t size, RustCallStatus *_Nonnull out_status
@@ -790,6 +795,12 @@ void ffi_converge_ffi_rust_future_free_void(uint64_t handle
 #ifndef UNIFFI_FFIDEF_FFI_CONVERGE_FFI_RUST_FUTURE_COMPLETE_VOID
 #define UNIFFI_FFIDEF_FFI_CONVERGE_FFI_RUST_FUTURE_COMPLETE_VOID
 void ffi_converge_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONVERGE_FFI_CHECKSUM_FUNC_REKEY_STORE
+#define UNIFFI_FFIDEF_UNIFFI_CONVERGE_FFI_CHECKSUM_FUNC_REKEY_STORE
+uint16_t uniffi_converge_ffi_checksum_func_rekey_store(void
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CONVERGE_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN

@@ -148,7 +148,7 @@ fn mutation(i: usize, device: &str) -> Mutation {
     }
 }
 
-/// Calls timed for the request floor of the push leg.
+/// Calls timed for the request floor of the push leg (fewer when `--ops` is lower).
 const ROUND_TRIPS: usize = 2000;
 
 async fn push_throughput(api: &dyn SyncApi, ops: usize, batch: usize) -> Result<f64> {
@@ -284,6 +284,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         if wants(Leg::Push) {
             println!("\nPush throughput through a real server on loopback ({} ops):", args.ops);
             let (mut figures, mut floors) = (Vec::new(), Vec::new());
+            let round_trips = ROUND_TRIPS.min(args.ops.max(1));
             for &transport in &transports {
                 let api = offline::connect(&server.url_of(transport), &format!("push-{transport}"))?;
                 for batch in [50, 500] {
@@ -291,12 +292,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
                     println!("  {transport} batch {batch:>3}: {rate:>10.0} ops/s");
                     figures.push((transport, format!("batch {batch}"), rate));
                 }
-                let (p50, p99) = round_trip(api.as_ref(), ROUND_TRIPS).await?;
+                let (p50, p99) = round_trip(api.as_ref(), round_trips).await?;
                 println!("  {transport} request floor, a pull of one change: p50 {p50:.0} µs, p99 {p99:.0} µs");
                 floors.push((transport, "p50".to_owned(), p50));
             }
             transport_ratios("ops/s (above 1: gRPC faster)", figures);
-            transport_ratios(&format!("request floor over {ROUND_TRIPS} calls (below 1: gRPC faster)"), floors);
+            transport_ratios(&format!("request floor over {round_trips} calls (below 1: gRPC faster)"), floors);
         }
         if wants(Leg::E2e) {
             end_to_end(&server, dir.path(), args.ops, &transports).await?;

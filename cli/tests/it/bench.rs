@@ -77,6 +77,7 @@ fn the_live_legs_run_over_both_transports_and_print_their_figures() {
         "http batch  50:",
         "grpc batch 500:",
         "gRPC / HTTP, ops/s",
+        "grpc request floor, a pull of one change: p50",
         "Time to converge: 20 writes",
         "Conflict round: 50 records",
         "50 conflicts settled and journaled",
@@ -85,5 +86,5 @@ fn the_live_legs_run_over_both_transports_and_print_their_figures() {
     ] {
         assert!(out.contains(expected), "no {expected:?} in the output:\n{out}");
     }
-    assert_eq!(out.matches("gRPC / HTTP").count(), 5, "a ratio line per leg: {out}");
+    assert_eq!(out.matches("gRPC / HTTP").count(), 6, "a ratio line per leg (push has two): {out}");
 }

@@ -8,6 +8,7 @@ mod compact;
 mod conformance;
 mod crash;
 mod devices;
+mod encryption;
 mod grpc;
 mod idempotency;
 #[cfg(unix)]

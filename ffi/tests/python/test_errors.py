@@ -72,3 +72,28 @@ def test_a_token_that_cannot_be_refreshed_is_unauthorized(server, wire, tenant, 
         asyncio.run(c.sync_now())
     assert c.status().phase.is_NEEDS_AUTH()
     assert c.status().pending == 1, "nothing is dropped"
+
+
+def test_an_encrypted_store_needs_its_key_and_can_be_rekeyed(server, tenant, tmp_path):
+    url = server.url("http")
+    c = open_client(tmp_path, "enc", url, Tokens(tenant), encryption_key="a passphrase")
+    c.create("notes", json.dumps({"title": "Secret-Marmot-42"}))
+    c.close()
+    for name in ("enc.db", "enc.db-wal"):
+        if (tmp_path / name).exists():
+            assert b"Secret-Marmot-42" not in (tmp_path / name).read_bytes()
+    with pytest.raises(cf.ConvergeError.Rejected) as e:
+        open_client(tmp_path, "enc", url, Tokens(tenant), encryption_key="wrong")
+    assert e.value.code == "wrong_key"
+    with pytest.raises(cf.ConvergeError.Rejected) as e:
+        open_client(tmp_path, "enc", url, Tokens(tenant))
+    assert e.value.code == "key_required"
+
+    raw = "ab" * 32
+    cf.rekey_store(str(tmp_path / "enc.db"), "a passphrase", raw)
+    c = open_client(tmp_path, "enc", url, Tokens(tenant), encryption_key=raw)
+    assert c.status().pending == 1, "the pending change survives the re-key"
+    assert asyncio.run(c.sync_now()).accepted == 1
+    with pytest.raises(cf.ConvergeError.Rejected) as e:
+        cf.rekey_store(str(tmp_path / "enc.db"), "", None)
+    assert e.value.code == "bad_key"

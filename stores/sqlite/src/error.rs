@@ -31,6 +31,19 @@ pub enum Error {
     /// A stored row could not be read back.
     #[error("a stored row is malformed: {0}")]
     Malformed(String),
+    /// The key does not open this store: a wrong key, or the store is not encrypted. The file is
+    /// left as it is.
+    #[error("the key does not open this store (a wrong key, or the store is not encrypted); the file is left as it is")]
+    WrongKey,
+    /// The store is encrypted (it looks so: no SQLite header, random bytes) and no key was given.
+    /// The file is left as it is.
+    #[error(
+        "the store is encrypted: open it with its key (if it is not encrypted, it is damaged; it is left as it is)"
+    )]
+    KeyRequired,
+    /// The key given is unusable, or this build cannot encrypt.
+    #[error("bad key: {0}")]
+    BadKey(String),
     /// Filesystem trouble around the store file.
     #[error("file system trouble around the store file")]
     Io(#[from] std::io::Error),

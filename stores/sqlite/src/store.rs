@@ -10,6 +10,7 @@ use converge_core::{Hlc, Result as CoreResult};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result, is_corruption};
+use crate::key::{self, Key};
 use crate::rows;
 use crate::schema;
 use converge_sqlite_support::{Checkpointer, WalOptions};
@@ -31,6 +32,10 @@ pub struct Options {
     /// would pass it fails with `converge_core::Error::StoreFull`, like a full disk, and changes
     /// nothing.
     pub max_bytes: Option<u64>,
+    /// The key of an encrypted store (SQLCipher; needs the `encryption` feature). A new store
+    /// opened with a key is encrypted: its database, WAL and journal files hold no readable
+    /// record. `None`: a plain store.
+    pub key: Option<Key>,
 }
 
 impl Default for Options {
@@ -41,6 +46,7 @@ impl Default for Options {
             device_id: None,
             cache_kib: 8192,
             max_bytes: None,
+            key: None,
         }
     }
 }
@@ -102,21 +108,38 @@ impl SqliteStore {
     }
 
     /// Opens (or creates) the store at `path`. A file that is not a usable database is moved
-    /// aside (never deleted) and reported as [`Error::Corrupt`].
+    /// aside (never deleted) and reported as [`Error::Corrupt`], except one that looks
+    /// encrypted: without a key that is [`Error::KeyRequired`], with the wrong key
+    /// [`Error::WrongKey`], and the file is left as it is.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        // Judged before any connection opens: a connection's close may fold the WAL into the
+        // file, and a file that is not ours to read is left exactly as it is.
+        match &options.key {
+            None if key::looks_encrypted(&path) => return Err(Error::KeyRequired),
+            Some(k) => key::probe(&path, k)?,
+            None => {}
+        }
         match Self::try_open(&path, &options) {
-            Err(Error::Sqlite(e)) if is_corruption(&e) => Err(move_aside(&path, e.to_string())?),
+            Err(Error::Sqlite(e)) if is_corruption(&e) => {
+                if options.key.is_none() && key::looks_encrypted(&path) {
+                    return Err(Error::KeyRequired);
+                }
+                Err(move_aside(&path, e.to_string())?)
+            }
             other => other,
         }
     }
 
     fn try_open(path: &Path, options: &Options) -> Result<SqliteStore> {
         let mut conn = Connection::open(path)?;
+        if let Some(key) = &options.key {
+            key::apply(&conn, key)?;
+        }
         configure(&conn)?;
         conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
         if let Some(max) = options.max_bytes {
-            let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let page = converge_sqlite_support::page_size(&conn)?;
             conn.pragma_update(None, "max_page_count", (max as i64 / page).max(1))?;
         }
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -135,14 +158,62 @@ impl SqliteStore {
         });
         converge_core::hlc::validate_device_id(&device).map_err(|e| Error::Malformed(e.to_string()))?;
         conn.execute("INSERT OR IGNORE INTO sync_state (id, device_id) VALUES (1, ?1)", [&device])?;
-        let checkpointer =
-            if options.background_checkpoints { Some(Checkpointer::start(&conn, path, &options.wal)?) } else { None };
+        let key = options.key.as_ref().map(Key::pragma_value);
+        let checkpointer = if options.background_checkpoints {
+            Some(Checkpointer::start_keyed(&conn, path, &options.wal, key.as_deref())?)
+        } else {
+            None
+        };
         Ok(SqliteStore { conn, commits: 0, path: path.to_path_buf(), checkpointer })
     }
 
     /// The store file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Changes the key of the closed store at `path`: from `old` (`None`: a plain store) to `new`
+    /// (`None`: decrypt). Everything in it is kept, pending ops too. The store is copied into a
+    /// new file under the new key, which then replaces the old one in one rename: a crash leaves
+    /// either the old file or the new one, whole.
+    pub fn rekey(path: impl AsRef<Path>, old: Option<&Key>, new: Option<&Key>) -> Result<()> {
+        let path = path.as_ref();
+        // Open it as the app would: checks the old key and brings the schema up to date.
+        let options = Options { key: old.cloned(), background_checkpoints: false, ..Options::default() };
+        let store = SqliteStore::open_with(path, options)?;
+        let conn = store.conn;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".rekey");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let new_key = new.map(Key::pragma_value).unwrap_or_default();
+        if new.is_some() && !key::ENCRYPTION {
+            return Err(Error::BadKey("this build cannot encrypt: no `encryption` feature".into()));
+        }
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tmp_text = tmp.to_str().ok_or_else(|| Error::BadKey("the store's path is not UTF-8".into()))?;
+        if key::ENCRYPTION {
+            conn.execute("ATTACH DATABASE ?1 AS rekeyed KEY ?2", [tmp_text, new_key.as_str()])?;
+            conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))?;
+        } else {
+            conn.execute("VACUUM INTO ?1", [tmp_text])?;
+            conn.execute("ATTACH DATABASE ?1 AS rekeyed", [tmp_text])?;
+        }
+        conn.pragma_update(Some("rekeyed"), "user_version", version)?;
+        conn.execute("DETACH DATABASE rekeyed", [])?;
+        drop(conn);
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        for ext in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(ext);
+            let _ = std::fs::remove_file(PathBuf::from(side));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the file is sound.

@@ -75,15 +75,29 @@ impl Checkpointer {
     /// the log's file size, and starts the checkpointer thread on a connection of its own to
     /// the file at `path`.
     pub fn start(writer: &Connection, path: &Path, options: &WalOptions) -> Result<Checkpointer> {
+        Self::start_keyed(writer, path, options, None)
+    }
+
+    /// [`Checkpointer::start`] for an encrypted file: `key` is the value of SQLCipher's
+    /// `PRAGMA key`, applied to the checkpointer's own connection before its first read.
+    pub fn start_keyed(
+        writer: &Connection,
+        path: &Path,
+        options: &WalOptions,
+        key: Option<&str>,
+    ) -> Result<Checkpointer> {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(
             None,
             "journal_size_limit",
             options.max_bytes.saturating_mul(2).min(i64::MAX as u64) as i64,
         )?;
-        let page: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let page = page_size(writer)?;
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        if let Some(key) = key {
+            conn.pragma_update(None, "key", key)?;
+        }
         conn.busy_handler(Some(busy))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut log = path.as_os_str().to_owned();
@@ -333,6 +347,19 @@ fn run(conn: &Connection, rx: &Receiver<Signal>, plan: &Plan, shared: &Shared) {
             shared.restart_due.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// The database's page size. SQLCipher answers `PRAGMA page_size` on an encrypted file as text
+/// (its `cipher_page_size`); plain SQLite as an integer.
+pub fn page_size(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "page_size", |r| match r.get::<_, rusqlite::types::Value>(0)? {
+        rusqlite::types::Value::Integer(n) => Ok(n),
+        rusqlite::types::Value::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| rusqlite::Error::InvalidColumnType(0, "page_size".into(), rusqlite::types::Type::Text)),
+        other => Err(rusqlite::Error::InvalidColumnType(0, "page_size".into(), other.data_type())),
+    })
 }
 
 #[cfg(test)]

@@ -5,5 +5,5 @@
 mod checkpoint;
 mod error;
 
-pub use checkpoint::{Checkpointer, WalOptions, busy, data_version, log_salt};
+pub use checkpoint::{Checkpointer, WalOptions, busy, data_version, log_salt, page_size};
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! The device store on real files: local writes through the engine, persistence, corruption.
 
 mod acks;
+mod encryption;
 mod files;
 mod writes;
 
