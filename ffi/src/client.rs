@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use converge_core::{AuthProvider, Choice, Engine, EngineConfig, MergePolicy, WorkerConfig, WorkerHandle};
+use converge_core::{Choice, Engine, EngineConfig, MergePolicy, WorkerConfig, WorkerHandle};
 use converge_sqlite::{Key, Options as StoreOptions, SqliteStore};
 use tokio::runtime::{Handle, Runtime};
 
@@ -20,7 +20,6 @@ use crate::types::{ClientOptions, Conflict, HeldOp, Record, Resolution, SyncRepo
 #[derive(uniffi::Object)]
 pub struct ConvergeClient {
     open: Mutex<Option<Open>>,
-    auth: Arc<ForeignAuth>,
 }
 
 struct Open {
@@ -64,14 +63,14 @@ impl ConvergeClient {
         }
         let key = options.encryption_key.as_deref().map(Key::parse).transpose()?;
         let store = SqliteStore::open_with(&path, StoreOptions { key, ..StoreOptions::default() })?;
-        let mut builder = Engine::builder(Box::new(store)).api(api).auth(auth.clone()).config(config);
+        let mut builder = Engine::builder(Box::new(store)).api(api).auth(auth).config(config);
         for (entity, spec) in &options.policies {
             converge_core::model::validate_entity(entity)?;
             builder = builder.policy(entity, policy(spec)?);
         }
         let engine = builder.build()?;
         let open = Open { engine, runtime, worker: None, worker_config: worker_config(&options), listeners: vec![] };
-        Ok(Arc::new(ConvergeClient { open: Mutex::new(Some(open)), auth }))
+        Ok(Arc::new(ConvergeClient { open: Mutex::new(Some(open)) }))
     }
 
     /// This device's id (made when the store was created).
@@ -164,18 +163,7 @@ impl ConvergeClient {
     /// several threads at once: cycles run one after another.
     pub async fn sync_now(&self) -> Result<SyncReport> {
         let (engine, rt) = self.engine_and_runtime()?;
-        let auth = self.auth.clone();
-        let cycle = async move {
-            match engine.sync_once().await {
-                Err(e) if e.class() == converge_core::ErrorClass::Unauthorized => {
-                    auth.refresh().await?;
-                    tracing::info!("token refreshed; running the cycle again");
-                    engine.sync_once().await
-                }
-                done => done,
-            }
-        };
-        match rt.spawn(cycle).await {
+        match rt.spawn(async move { engine.sync_once().await }).await {
             Ok(done) => Ok(done?.into()),
             Err(e) if e.is_cancelled() => Err(ConvergeError::closed()),
             Err(_) => Err(ConvergeError::internal("the sync cycle failed inside")),
@@ -272,12 +260,14 @@ pub fn rekey_store(path: String, old_key: Option<String>, new_key: Option<String
 }
 
 impl ConvergeClient {
-    fn lock(&self) -> MutexGuard<'_, Option<Open>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    /// The engine behind the client, for Rust code that embeds this crate (benchmarks, tests);
+    /// not part of the foreign API.
+    pub fn engine(&self) -> Result<Engine> {
+        self.lock().as_ref().map(|o| o.engine.clone()).ok_or_else(ConvergeError::closed)
     }
 
-    fn engine(&self) -> Result<Engine> {
-        self.lock().as_ref().map(|o| o.engine.clone()).ok_or_else(ConvergeError::closed)
+    fn lock(&self) -> MutexGuard<'_, Option<Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn engine_and_runtime(&self) -> Result<(Engine, Handle)> {

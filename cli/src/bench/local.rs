@@ -1,12 +1,13 @@
 //! The local-write leg of `converge bench`: `Engine::put` latency against a raw rusqlite
-//! transaction writing the same rows, back to back and in app-like bursts.
+//! transaction writing the same rows, back to back and in app-like bursts; beside it the same
+//! write on an encrypted store and through the FFI object.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use converge_core::Engine;
-use converge_sqlite::{Options, SqliteStore};
+use converge_sqlite::{Key, Options, SqliteStore};
 use hdrhistogram::Histogram;
 use rusqlite::params;
 use uuid::Uuid;
@@ -109,8 +110,9 @@ pub(super) fn raw_baseline(path: &Path, n: u64, autocheckpoint: bool, pace: bool
     Ok(lat)
 }
 
-fn engine_puts(path: &Path, n: u64, background: bool, pace: bool) -> Result<Lat> {
-    let store = SqliteStore::open_with(path, Options { background_checkpoints: background, ..Options::default() })?;
+fn engine_puts(path: &Path, n: u64, background: bool, key: Option<Key>, pace: bool) -> Result<Lat> {
+    let store =
+        SqliteStore::open_with(path, Options { background_checkpoints: background, key, ..Options::default() })?;
     let engine = Engine::builder(Box::new(store)).build()?;
     let mut lat = Lat::new()?;
     for i in 0..n {
@@ -121,6 +123,23 @@ fn engine_puts(path: &Path, n: u64, background: bool, pace: bool) -> Result<Lat>
         lat.record(t.elapsed());
         idle(i, pace);
     }
+    Ok(lat)
+}
+
+/// The same writes through the FFI object an iOS app calls: fields as JSON text in (made
+/// before the clock starts, as `Codable` would), a `Record` with JSON text out.
+fn ffi_puts(path: &Path, n: u64, pace: bool) -> Result<Lat> {
+    let client = super::ffi::offline_client(path)?;
+    let mut lat = Lat::new()?;
+    for i in 0..n {
+        let id = Uuid::now_v7().to_string();
+        let json = serde_json::Value::Object(fields(i)).to_string();
+        let t = Instant::now();
+        client.put("notes".into(), id, json)?;
+        lat.record(t.elapsed());
+        idle(i, pace);
+    }
+    client.close();
     Ok(lat)
 }
 
@@ -135,6 +154,8 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
         "baseline: raw rusqlite tx (autocheckpoint off)",
         "Engine::put, checkpoints on the commit path",
         "Engine::put, background checkpoints (default)",
+        "Engine::put, encrypted store (SQLCipher, raw key)",
+        "ConvergeClient::put (the FFI object, JSON text)",
     ];
     for pace in [false, true] {
         if pace {
@@ -142,13 +163,15 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
         } else {
             println!("\n  back-to-back writes (no idle time for a checkpoint to finish):");
         }
-        let mut lats = [Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?];
+        let mut lats = [Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?];
         for round in 0..rounds {
             let p = |name: &str| dir.join(format!("{name}-{pace}-{round}.db"));
             lats[0].merge(&raw_baseline(&p("raw"), n, true, pace)?)?;
             lats[1].merge(&raw_baseline(&p("raw-off"), n, false, pace)?)?;
-            lats[2].merge(&engine_puts(&p("engine-inline"), n, false, pace)?)?;
-            lats[3].merge(&engine_puts(&p("engine"), n, true, pace)?)?;
+            lats[2].merge(&engine_puts(&p("engine-inline"), n, false, None, pace)?)?;
+            lats[3].merge(&engine_puts(&p("engine"), n, true, None, pace)?)?;
+            lats[4].merge(&engine_puts(&p("engine-encrypted"), n, true, Some(Key::Raw([7; 32])), pace)?)?;
+            lats[5].merge(&ffi_puts(&p("ffi"), n, pace)?)?;
             progress(&format!("  round {}/{} done", round + 1, rounds));
         }
         progress("");
@@ -161,6 +184,14 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
             eng.q(0.5) / base.q(0.5),
             eng.q(0.5) / base_off.q(0.5),
             eng.q(0.999) / 1000.0,
+        );
+        let (enc, ffi) = (&lats[4], &lats[5]);
+        println!(
+            "  encrypted: p50 ×{:.2} Engine::put on a plain store (+{:.1} µs); FFI object: p50 ×{:.2} Engine::put (+{:.1} µs; target ≤ ×1.5 plus a few µs)",
+            enc.q(0.5) / eng.q(0.5),
+            enc.q(0.5) - eng.q(0.5),
+            ffi.q(0.5) / eng.q(0.5),
+            ffi.q(0.5) - eng.q(0.5),
         );
     }
     println!(

@@ -14,7 +14,8 @@ impl Engine {
     /// Runs one sync cycle: pushes the whole outbox in batches (resending an unanswered batch
     /// first, with the same idempotency key), persisting each batch's outcomes in one local
     /// transaction, then pulls the change feed page by page, each page and its cursor in one
-    /// transaction. Only one cycle runs at a time; a second caller waits for the first.
+    /// transaction. A refused token is refreshed once through the engine's `AuthProvider` and
+    /// the cycle resumed. Only one cycle runs at a time; a second caller waits for the first.
     pub async fn sync_once(&self) -> Result<SyncReport> {
         let api = self.inner.api.clone().ok_or_else(|| Error::fatal("no sync API configured"))?;
         let _cycle = self.inner.cycle.lock().await;
@@ -25,7 +26,24 @@ impl Engine {
         self.set_progress(Some(SyncProgress { to_push, ..SyncProgress::default() }));
         tracing::debug!(trace_id = %report.trace_id, "sync cycle started");
         let trace_id = report.trace_id.clone();
-        let result = crate::api::in_cycle(trace_id, self.run_cycle(api.as_ref(), &mut report)).await;
+        let mut result = crate::api::in_cycle(trace_id.clone(), self.run_cycle(api.as_ref(), &mut report)).await;
+        // A refused token: ask the auth provider for a new one, once, and resume the cycle (an
+        // in-flight batch goes again under its key). If that fails too, the user must sign in.
+        if let (Err(e), Some(auth)) = (&result, &self.inner.auth)
+            && e.class() == ErrorClass::Unauthorized
+        {
+            match auth.refresh().await {
+                Ok(_) => {
+                    tracing::info!(trace_id = %report.trace_id, "token refreshed; resuming the cycle");
+                    result = crate::api::in_cycle(trace_id, self.run_cycle(api.as_ref(), &mut report)).await;
+                }
+                Err(re) => tracing::warn!(
+                    trace_id = %report.trace_id,
+                    code = re.code().map(|c| c.as_str()),
+                    "token refresh failed; sync needs auth"
+                ),
+            }
+        }
         let now = self.inner.clock.now_ms();
         let status_error = result.as_ref().err().map(|e| StatusError::of(e, now));
         let outcome = self.off_runtime(move |e| e.finish_cycle(status_error, now)).await;

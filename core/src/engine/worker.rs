@@ -1,6 +1,7 @@
 //! The background sync worker: runs sync cycles when something asks for one (a local write,
 //! a change notice, the network coming back, the app, its own backoff timer or poll), one at a
-//! time, backing off with full jitter after failures and refreshing the token after a 401.
+//! time, backing off with full jitter after failures; after a 401 the cycle itself refreshes the
+//! token once, and a refusal after that waits in `needs_auth` for the app.
 //! Beside it, `listen.rs` keeps the subscription to change notices.
 
 use std::sync::Mutex;
@@ -205,7 +206,6 @@ async fn work(engine: &Engine, config: WorkerConfig, mut stop: oneshot::Receiver
     let mut failures = 0u32;
     let mut backoff_until: Option<Instant> = None;
     let mut needs_auth = false;
-    let mut refreshed = false;
     let mut last_cycle = Instant::now();
     let mut run_now = true;
     loop {
@@ -263,34 +263,16 @@ async fn work(engine: &Engine, config: WorkerConfig, mut stop: oneshot::Receiver
         match result {
             Ok(_) => {
                 failures = 0;
-                refreshed = false;
                 sig.listener.notify_one();
             }
             Err(e) if e.class() == ErrorClass::Unauthorized => {
-                if let (Some(auth), false) = (engine.inner.auth.clone(), refreshed) {
-                    refreshed = true;
-                    match auth.refresh().await {
-                        Ok(_) => {
-                            tracing::info!("token refreshed; resuming the batch");
-                            run_now = true;
-                        }
-                        Err(re) => {
-                            tracing::warn!(
-                                code = re.code().map(|c| c.as_str()),
-                                "token refresh failed; sync needs auth"
-                            );
-                            needs_auth = true;
-                            engine.set_phase(Phase::NeedsAuth);
-                        }
-                    }
-                } else {
-                    needs_auth = true;
-                    engine.set_phase(Phase::NeedsAuth);
-                }
+                // The cycle already asked the auth provider for a new token once (see
+                // `sync_once`): the user must sign in again.
+                needs_auth = true;
+                engine.set_phase(Phase::NeedsAuth);
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                refreshed = false;
                 let c = &config;
                 let delay =
                     backoff_delay(failures, c.backoff_base, c.backoff_cap, engine.jitter_unit(), retry_after(&e));

@@ -76,6 +76,22 @@ def test_status_goes_offline_and_back_online(tmp_path, wire, tenant):
     srv.stop()
 
 
+def test_the_worker_answers_a_401_with_one_refresh_and_never_shows_needs_auth(server, wire, tenant, tmp_path):
+    from conftest import token
+    tokens = Tokens(tenant, first=token(tenant, secret="not-the-servers-secret"))
+    c = open_client(tmp_path, "c", server.url(wire), tokens)
+    statuses = Statuses()
+    handle = c.on_status(statuses)
+    c.create("notes", json.dumps({"title": "needs a fresh token"}))
+    c.start()
+    wait_for("synced", lambda: c.status().pending == 0 and c.status().last_success_ms is not None, timeout=30)
+    assert tokens.refreshes == 1
+    assert "NEEDS_AUTH" not in statuses.phases(), statuses.phases()
+    assert "SYNCING" in statuses.phases()
+    handle.cancel()
+    c.close()
+
+
 def test_record_listeners_fire_once_per_change_and_never_after_cancel(server, wire, tenant, tmp_path):
     url = server.url(wire)
     a = open_client(tmp_path, "a", url, Tokens(tenant))
