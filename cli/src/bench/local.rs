@@ -1,6 +1,7 @@
 //! The local-write leg of `converge bench`: `Engine::put` latency against a raw rusqlite
 //! transaction writing the same rows, back to back and in app-like bursts; beside it the same
-//! write on an encrypted store and through the FFI object.
+//! write on an encrypted store (the FFI object's writes are timed by `cargo bench -p
+//! converge-ffi`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -126,23 +127,6 @@ fn engine_puts(path: &Path, n: u64, background: bool, key: Option<Key>, pace: bo
     Ok(lat)
 }
 
-/// The same writes through the FFI object an iOS app calls: fields as JSON text in (made
-/// before the clock starts, as `Codable` would), a `Record` with JSON text out.
-fn ffi_puts(path: &Path, n: u64, pace: bool) -> Result<Lat> {
-    let client = super::ffi::offline_client(path)?;
-    let mut lat = Lat::new()?;
-    for i in 0..n {
-        let id = Uuid::now_v7().to_string();
-        let json = serde_json::Value::Object(fields(i)).to_string();
-        let t = Instant::now();
-        client.put("notes".into(), id, json)?;
-        lat.record(t.elapsed());
-        idle(i, pace);
-    }
-    client.close();
-    Ok(lat)
-}
-
 /// Runs the leg: `n` writes per variant and round, `rounds` rounds interleaved.
 pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
     println!(
@@ -155,7 +139,6 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
         "Engine::put, checkpoints on the commit path",
         "Engine::put, background checkpoints (default)",
         "Engine::put, encrypted store (SQLCipher, raw key)",
-        "ConvergeClient::put (the FFI object, JSON text)",
     ];
     for pace in [false, true] {
         if pace {
@@ -163,7 +146,7 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
         } else {
             println!("\n  back-to-back writes (no idle time for a checkpoint to finish):");
         }
-        let mut lats = [Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?];
+        let mut lats = [Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?, Lat::new()?];
         for round in 0..rounds {
             let p = |name: &str| dir.join(format!("{name}-{pace}-{round}.db"));
             lats[0].merge(&raw_baseline(&p("raw"), n, true, pace)?)?;
@@ -171,7 +154,6 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
             lats[2].merge(&engine_puts(&p("engine-inline"), n, false, None, pace)?)?;
             lats[3].merge(&engine_puts(&p("engine"), n, true, None, pace)?)?;
             lats[4].merge(&engine_puts(&p("engine-encrypted"), n, true, Some(Key::Raw([7; 32])), pace)?)?;
-            lats[5].merge(&ffi_puts(&p("ffi"), n, pace)?)?;
             progress(&format!("  round {}/{} done", round + 1, rounds));
         }
         progress("");
@@ -185,13 +167,12 @@ pub(super) fn run(dir: &Path, n: u64, rounds: u32) -> Result<()> {
             eng.q(0.5) / base_off.q(0.5),
             eng.q(0.999) / 1000.0,
         );
-        let (enc, ffi) = (&lats[4], &lats[5]);
+        let enc = &lats[4];
         println!(
-            "  encrypted: p50 ×{:.2} Engine::put on a plain store (+{:.1} µs); FFI object: p50 ×{:.2} Engine::put (+{:.1} µs; target ≤ ×1.5 plus a few µs)",
+            "  encrypted: p50 ×{:.2} Engine::put on a plain store (+{:.1} µs), p99 ×{:.2}",
             enc.q(0.5) / eng.q(0.5),
             enc.q(0.5) - eng.q(0.5),
-            ffi.q(0.5) / eng.q(0.5),
-            ffi.q(0.5) - eng.q(0.5),
+            enc.q(0.99) / eng.q(0.99),
         );
     }
     println!(

@@ -5,7 +5,6 @@
 //! leg that crosses the wire runs over each transport (`--transports`, HTTP and gRPC by
 //! default), with gRPC's figures over HTTP's. `--only` picks legs; all run by default.
 
-mod ffi;
 mod live;
 mod local;
 mod memory;
@@ -49,8 +48,6 @@ pub(crate) enum Leg {
     Conflict,
     /// Many subscribed devices, one writer: until all of them hold a write.
     Fanout,
-    /// A record listener registered through the FFI object: from a pulled change to its call.
-    Ffi,
 }
 
 /// Options of `converge bench`.
@@ -95,9 +92,6 @@ pub(crate) struct BenchArgs {
     /// Writes timed in the fan-out leg.
     #[arg(long, default_value_t = 100)]
     fanout_writes: usize,
-    /// Pulled changes timed in the FFI leg.
-    #[arg(long, default_value_t = 200)]
-    ffi_changes: usize,
 }
 
 /// A transport, as `--transports` names it.
@@ -277,7 +271,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     }
 
     let transports: Vec<Transport> = args.transports.iter().map(|&w| w.into()).collect();
-    if [Leg::Push, Leg::E2e, Leg::Converge, Leg::Conflict, Leg::Fanout, Leg::Ffi].into_iter().any(wants) {
+    if [Leg::Push, Leg::E2e, Leg::Converge, Leg::Conflict, Leg::Fanout].into_iter().any(wants) {
         let server = start(
             &dir.path().join("server.db"),
             "127.0.0.1:0".parse()?,
@@ -317,9 +311,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         if wants(Leg::Fanout) {
             live::fanout(&server, dir.path(), args.fanout_devices, args.fanout_writes, &transports).await?;
         }
-        if wants(Leg::Ffi) {
-            ffi::run(&server.url_of(Transport::Http), dir.path(), args.ffi_changes).await?;
-        }
+
         server.stop().await?;
     }
 

@@ -37,7 +37,7 @@ fn record_id(i: u64) -> String {
     format!("n{i:08}")
 }
 
-pub(super) fn token(tenant: &str) -> Result<String> {
+fn token(tenant: &str) -> Result<String> {
     Ok(JwtAuth::new(DEV_SECRET.as_bytes()).issue(tenant, "bench", Duration::from_secs(24 * 3600))?)
 }
 
