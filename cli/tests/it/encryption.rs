@@ -90,6 +90,6 @@ fn an_encrypted_device_syncs_and_keeps_nothing_readable_on_disk() {
     assert!(ok, "{err}");
     assert_eq!(json(&out)["pending"], 1, "{out}");
     let (ok, out, err) = client(&db, &url, &token, None, &["--key-file", nk, "sync"]);
-    assert!(ok, "{err}");
+    assert!(ok, "{err}{out}");
     assert_eq!(json(&out)["report"]["accepted"], 1, "{out}");
 }

@@ -49,10 +49,24 @@ pub fn busy(count: i32) -> bool {
     true
 }
 
-/// The writer's handle on its file's checkpointer thread. The thread ends when this is dropped.
+/// The writer's handle on its file's checkpointer thread; dropping it ends the thread and waits for it.
 pub struct Checkpointer {
     signal: SyncSender<Signal>,
     shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and waits for it: its connection closes (the last one folds the WAL in)
+    /// before the store is gone, never while the process exits around it (an encrypted store's
+    /// crypto library is torn down at exit).
+    fn drop(&mut self) {
+        let (closed, _) = sync_channel(0);
+        drop(std::mem::replace(&mut self.signal, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the checkpointer's thread is woken for.
@@ -111,8 +125,10 @@ impl Checkpointer {
         let shared = Arc::new(Shared::default());
         let (signal, rx) = sync_channel::<Signal>(4);
         let seen = shared.clone();
-        std::thread::Builder::new().name("converge-checkpoint".into()).spawn(move || run(&conn, &rx, &plan, &seen))?;
-        Ok(Checkpointer { signal, shared })
+        let thread = std::thread::Builder::new()
+            .name("converge-checkpoint".into())
+            .spawn(move || run(&conn, &rx, &plan, &seen))?;
+        Ok(Checkpointer { signal, shared, thread: Some(thread) })
     }
 
     /// Tells the checkpointer a transaction committed: atomic stores only, except for the first
