@@ -17,9 +17,11 @@ pub(crate) fn artifact(name: &str, build: &str) -> PathBuf {
     path
 }
 
-/// The cdylib this package builds.
+/// The cdylib this package builds: the one `cargo test` built beside this test (in `deps/`;
+/// only `cargo build` copies it up a folder, where it may be older).
 pub(crate) fn library() -> PathBuf {
-    artifact("libconverge_ffi.so", "cargo build -p converge-ffi")
+    let beside = profile_dir().join("deps").join("libconverge_ffi.so");
+    if beside.exists() { beside } else { artifact("libconverge_ffi.so", "cargo build -p converge-ffi") }
 }
 
 /// The repository's root.
