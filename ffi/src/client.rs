@@ -1,6 +1,7 @@
 //! `ConvergeClient`: the one object an app holds: a device store, its sync engine, the worker
 //! and the listeners, on a small tokio runtime of its own.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ impl ConvergeClient {
         tokens: Arc<dyn TokenProvider>,
         options: ClientOptions,
     ) -> Result<Arc<ConvergeClient>> {
+        // The options first: a wrong one costs no runtime, store or connection.
+        let key = options.encryption_key.as_deref().map(Key::parse).transpose()?;
+        let policies = policies(&options.policies)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("converge")
@@ -61,12 +65,10 @@ impl ConvergeClient {
         if let Some(n) = options.pull_limit {
             config.pull_limit = n;
         }
-        let key = options.encryption_key.as_deref().map(Key::parse).transpose()?;
         let store = SqliteStore::open_with(&path, StoreOptions { key, ..StoreOptions::default() })?;
         let mut builder = Engine::builder(Box::new(store)).api(api).auth(auth).config(config);
-        for (entity, spec) in &options.policies {
-            converge_core::model::validate_entity(entity)?;
-            builder = builder.policy(entity, policy(spec)?);
+        for (entity, policy) in policies {
+            builder = builder.policy(&entity, policy);
         }
         let engine = builder.build()?;
         let open = Open { engine, runtime, worker: None, worker_config: worker_config(&options), listeners: vec![] };
@@ -305,27 +307,40 @@ fn op_id_of(op_id: &str) -> Result<uuid::Uuid> {
     uuid::Uuid::parse_str(op_id).map_err(|_| ConvergeError::invalid("an op id is a UUID"))
 }
 
-/// The policy `spec` names: a built-in by name, or a WASM plugin by a path ending in `.wasm`.
-fn policy(spec: &str) -> Result<Arc<dyn MergePolicy>> {
-    if spec.ends_with(".wasm") {
-        #[cfg(feature = "wasm")]
-        {
-            let plugin = converge_wasm::PluginEngine::new()
-                .and_then(|engine| engine.load_file(std::path::Path::new(spec)))
-                .map_err(|e| ConvergeError::invalid(format!("cannot load the plugin {spec}: {e}")))?;
-            return Ok(Arc::new(plugin));
-        }
-        #[cfg(not(feature = "wasm"))]
-        return Err(ConvergeError::invalid(format!(
-            "{spec}: this build has no WASM plugin support (converge-ffi's `wasm` feature)"
-        )));
+/// The policy of each entity: a built-in by name, or a WASM plugin by a path ending in `.wasm`
+/// (all plugins on one plugin engine).
+fn policies(specs: &HashMap<String, String>) -> Result<Vec<(String, Arc<dyn MergePolicy>)>> {
+    #[cfg(feature = "wasm")]
+    let mut plugins: Option<converge_wasm::PluginEngine> = None;
+    let mut loaded = Vec::with_capacity(specs.len());
+    for (entity, spec) in specs {
+        converge_core::model::validate_entity(entity)?;
+        let policy: Arc<dyn MergePolicy> = if spec.ends_with(".wasm") {
+            #[cfg(feature = "wasm")]
+            {
+                let failed =
+                    |e: converge_wasm::Error| ConvergeError::invalid(format!("cannot load the plugin {spec}: {e}"));
+                let engine = match &mut plugins {
+                    Some(engine) => engine,
+                    None => plugins.insert(converge_wasm::PluginEngine::new().map_err(failed)?),
+                };
+                Arc::new(engine.load_file(std::path::Path::new(spec)).map_err(failed)?)
+            }
+            #[cfg(not(feature = "wasm"))]
+            return Err(ConvergeError::invalid(format!(
+                "{spec}: this build has no WASM plugin support (converge-ffi's `wasm` feature)"
+            )));
+        } else {
+            converge_policies::builtin(spec).ok_or_else(|| {
+                ConvergeError::invalid(format!(
+                    "unknown policy {spec:?}: give a built-in ({}) or the path of a .wasm plugin",
+                    converge_policies::BUILTINS.join(", ")
+                ))
+            })?
+        };
+        loaded.push((entity.clone(), policy));
     }
-    converge_policies::builtin(spec).ok_or_else(|| {
-        ConvergeError::invalid(format!(
-            "unknown policy {spec:?}: give a built-in ({}) or the path of a .wasm plugin",
-            converge_policies::BUILTINS.join(", ")
-        ))
-    })
+    Ok(loaded)
 }
 
 /// The worker's settings from the options.

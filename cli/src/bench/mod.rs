@@ -311,7 +311,6 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         if wants(Leg::Fanout) {
             live::fanout(&server, dir.path(), args.fanout_devices, args.fanout_writes, &transports).await?;
         }
-
         server.stop().await?;
     }
 

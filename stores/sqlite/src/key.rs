@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
+use std::io::Read as _;
+
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 
 use crate::error::{Error, Result};
 
@@ -57,34 +60,25 @@ impl Key {
 /// Whether this build can encrypt (converge-sqlite's `encryption` feature: SQLCipher).
 pub const ENCRYPTION: bool = cfg!(feature = "encryption");
 
-/// Applies `key` to a fresh connection and checks it opens the file.
+/// Applies `key` to a fresh connection and checks it opens the file. A connection the key does
+/// not open is closed without folding the WAL into the file: a file that is not ours to read is
+/// left exactly as it is.
 pub(crate) fn apply(conn: &Connection, key: &Key) -> Result<()> {
     if !ENCRYPTION {
         return Err(Error::BadKey(
             "this build cannot encrypt: converge-sqlite was built without its `encryption` feature".into(),
         ));
     }
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     conn.pragma_update(None, "key", key.pragma_value())?;
     // The first read decrypts page 1: a wrong key fails here, before anything is written.
     match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
+            Ok(())
+        }
         Err(e) if is_not_a_database(&e) => Err(Error::WrongKey),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Checks `key` opens the existing file at `path` through a read-only connection, which never
-/// writes to the file (not even a checkpoint when it closes). A new file passes.
-pub(crate) fn probe(path: &Path, key: &Key) -> Result<()> {
-    if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true) {
-        return Ok(());
-    }
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    // Any other failure (a WAL without its index, say) is left to the normal open to report.
-    match Connection::open_with_flags(path, flags).map_err(Error::from).and_then(|conn| apply(&conn, key)) {
-        Err(Error::WrongKey) => Err(Error::WrongKey),
-        Err(Error::BadKey(why)) => Err(Error::BadKey(why)),
-        _ => Ok(()),
     }
 }
 
@@ -96,13 +90,13 @@ fn is_not_a_database(e: &rusqlite::Error) -> bool {
 /// first page as varied as random bytes (an encrypted page is; a damaged or foreign file
 /// almost never is). Such a file is never moved aside: without its key it is not ours to judge.
 pub(crate) fn looks_encrypted(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    if bytes.len() < 1024 || bytes.starts_with(b"SQLite format 3\0") {
+    let mut page = Vec::with_capacity(4096);
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    if file.take(4096).read_to_end(&mut page).is_err() || page.len() < 1024 || page.starts_with(b"SQLite format 3\0") {
         return false;
     }
-    let page = &bytes[..bytes.len().min(4096)];
     let mut seen = [false; 256];
-    for &b in page {
+    for &b in &page {
         seen[usize::from(b)] = true;
     }
     // 1,024 random bytes show about 250 distinct values; text or zeroed pages far fewer.

@@ -113,20 +113,13 @@ impl SqliteStore {
     /// [`Error::WrongKey`], and the file is left as it is.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
-        // Judged before any connection opens: a connection's close may fold the WAL into the
-        // file, and a file that is not ours to read is left exactly as it is.
-        match &options.key {
-            None if key::looks_encrypted(&path) => return Err(Error::KeyRequired),
-            Some(k) => key::probe(&path, k)?,
-            None => {}
+        // Judged before a connection opens: its close could fold the WAL into the file, and a
+        // file that is not ours to read is left exactly as it is.
+        if options.key.is_none() && key::looks_encrypted(&path) {
+            return Err(Error::KeyRequired);
         }
         match Self::try_open(&path, &options) {
-            Err(Error::Sqlite(e)) if is_corruption(&e) => {
-                if options.key.is_none() && key::looks_encrypted(&path) {
-                    return Err(Error::KeyRequired);
-                }
-                Err(move_aside(&path, e.to_string())?)
-            }
+            Err(Error::Sqlite(e)) if is_corruption(&e) => Err(move_aside(&path, e.to_string())?),
             other => other,
         }
     }
@@ -178,6 +171,12 @@ impl SqliteStore {
     /// either the old file or the new one, whole.
     pub fn rekey(path: impl AsRef<Path>, old: Option<&Key>, new: Option<&Key>) -> Result<()> {
         let path = path.as_ref();
+        if old.is_none() && new.is_none() {
+            return Ok(());
+        }
+        if !key::ENCRYPTION {
+            return Err(Error::BadKey("this build cannot encrypt: no `encryption` feature".into()));
+        }
         // Open it as the app would: checks the old key and brings the schema up to date.
         let options = Options { key: old.cloned(), background_checkpoints: false, ..Options::default() };
         let store = SqliteStore::open_with(path, options)?;
@@ -188,18 +187,10 @@ impl SqliteStore {
         let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
         let new_key = new.map(Key::pragma_value).unwrap_or_default();
-        if new.is_some() && !key::ENCRYPTION {
-            return Err(Error::BadKey("this build cannot encrypt: no `encryption` feature".into()));
-        }
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let tmp_text = tmp.to_str().ok_or_else(|| Error::BadKey("the store's path is not UTF-8".into()))?;
-        if key::ENCRYPTION {
-            conn.execute("ATTACH DATABASE ?1 AS rekeyed KEY ?2", [tmp_text, new_key.as_str()])?;
-            conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))?;
-        } else {
-            conn.execute("VACUUM INTO ?1", [tmp_text])?;
-            conn.execute("ATTACH DATABASE ?1 AS rekeyed", [tmp_text])?;
-        }
+        conn.execute("ATTACH DATABASE ?1 AS rekeyed KEY ?2", [tmp_text, new_key.as_str()])?;
+        conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))?;
         conn.pragma_update(Some("rekeyed"), "user_version", version)?;
         conn.execute("DETACH DATABASE rekeyed", [])?;
         drop(conn);
