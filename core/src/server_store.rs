@@ -2,10 +2,13 @@
 
 use async_trait::async_trait;
 
-use crate::api::Scope;
-use crate::check::Rules;
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::check::StoredRecord;
 use crate::error::Result;
-use crate::wire::{Change, Mutation, PushResponse};
+use crate::wire::{Change, OpOutcome, PushResponse};
 
 /// A stored response to an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +29,7 @@ pub struct FeedPage {
     pub last_seq: u64,
     /// Whether more changes follow.
     pub has_more: bool,
-    /// The tenant's horizon (see [`ServerStore::horizon`]) read in the same snapshot as the
+    /// The tenant's horizon (see [`FeedHead::horizon`]) read in the same snapshot as the
     /// changes, so a caller that checks its cursor against it cannot race a compaction that
     /// deletes tombstones between the check and the read.
     pub horizon: u64,
@@ -55,31 +58,65 @@ pub struct CompactStats {
     pub tenants: u64,
 }
 
-/// The server's persistence. Every method is scoped to one tenant; no call sees another's data.
+/// A record's identity within a tenant: (entity, record id).
+pub type RecordKey = (String, String);
+
+/// What a push needs to decide its mutations, read inside its transaction (see [`PushTx::load`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    /// The response stored under the push's (tenant, user, key), if the key was used before.
+    pub stored: Option<StoredPush>,
+    /// The final outcomes stored under any of the requested op ids in this tenant.
+    pub op_results: HashMap<Uuid, OpOutcome>,
+    /// The current state of each requested record that exists (tombstones included).
+    pub records: HashMap<RecordKey, StoredRecord>,
+}
+
+/// Everything one push writes, in one call at the end of its transaction (see
+/// [`PushTx::write`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushWrites {
+    /// The caller that pushed: the idempotency key is stored per (tenant, user, key).
+    pub user: String,
+    /// The push's idempotency key.
+    pub key: String,
+    /// The stored push: the body's hash and the response.
+    pub push: StoredPush,
+    /// The new state of each record the push changed, once per record, with the feed position
+    /// of its last change (each in `(first, seq]`, all different).
+    pub records: Vec<(StoredRecord, u64)>,
+    /// The final outcomes to store under their op ids (all new in this tenant).
+    pub op_results: Vec<(Uuid, OpOutcome)>,
+    /// The tenant's new change sequence, if the push changed anything.
+    pub seq: Option<u64>,
+    /// When the push was applied, in unix milliseconds: stamps records, op results and the
+    /// stored push for compaction.
+    pub now_ms: u64,
+}
+
+/// The server's persistence: rows of records, op outcomes, stored pushes and one counter row per
+/// tenant. Every method is scoped to one tenant; no call sees another's data.
+///
+/// A store only reads and writes rows. What a push means (idempotency keys, op replay, the
+/// conflict check, feed numbering) is decided by the sync service inside a [`PushTx`] the store
+/// opens, so every backend keeps the same semantics. Every backend passes the conformance suite
+/// in `converge-server`'s integration tests.
 ///
 /// How the service calls it: from request handlers on the server's async runtime, many at once
-/// (an implementation does its blocking work off the runtime, and serialises writers itself);
-/// `compact` from one background task at a time. None of the methods may be left out.
+/// (an implementation does its blocking work off the runtime); `compact` from one background
+/// task at a time.
 #[async_trait]
 pub trait ServerStore: Send + Sync {
-    /// Applies a batch in one transaction. For each mutation in order: an op id seen before (in
-    /// this tenant) answers its stored outcome and changes nothing; otherwise
-    /// [`crate::check::decide`] decides, an applied change takes the next number of the tenant's
-    /// change sequence (taken under a counter row in the same transaction, so the feed never
-    /// skips a change), and a final outcome is stored under the op id. The response is stored
-    /// under (tenant, user, key) with `body_hash` in the same transaction. If the key was stored
-    /// meanwhile, nothing is applied and the stored push is returned as `Err(stored)`.
-    async fn apply_batch(
-        &self,
-        scope: &Scope,
-        key: &str,
-        body_hash: &str,
-        mutations: Vec<Mutation>,
-        rules: &Rules,
-    ) -> Result<std::result::Result<PushResponse, StoredPush>>;
+    /// Opens a push's write transaction on `tenant`. On return the tenant's counter row exists
+    /// and this transaction holds its lock until it ends, so the pushes of one tenant run one at
+    /// a time on any number of server processes sharing the store, and whatever this transaction
+    /// reads afterwards includes every push committed before it. Other tenants are not held up
+    /// by it (beyond a backend's own limits: SQLite has one writer per file).
+    async fn begin_push(&self, tenant: &str) -> Result<Box<dyn PushTx>>;
 
     /// Up to `limit` changes with sequence greater than `after`, latest state per record, and the
-    /// tenant's horizon, all read from one snapshot.
+    /// tenant's horizon, all read from one snapshot. Snapshots only ever see a prefix of the
+    /// tenant's feed: no change is visible before every change numbered below it.
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> Result<FeedPage>;
 
     /// The end of the tenant's change feed and its horizon, read together (for change notices).
@@ -93,13 +130,47 @@ pub trait ServerStore: Send + Sync {
     /// created before it. Live records are never removed.
     ///
     /// The safety rule: a tenant's horizon is advanced, in the same transaction that removes a
-    /// tombstone, to at least that tombstone's sequence. So a cursor that could have missed a
-    /// removed tombstone is older than the horizon and expires (the client re-syncs from the
-    /// start), and a cursor at or after the horizon had already passed every removed tombstone.
-    /// The horizon never moves back.
+    /// tombstone (and under the tenant's counter row lock), to at least that tombstone's
+    /// sequence. So a cursor that could have missed a removed tombstone is older than the
+    /// horizon and expires (the client re-syncs from the start), and a cursor at or after the
+    /// horizon had already passed every removed tombstone. The horizon never moves back.
     ///
     /// Called by the server periodically (e.g. hourly), never on a request path. It may run while
     /// pushes and pulls do; a store should work in bounded write transactions so a large backlog
     /// does not hold up pushes. Running it again with the same cutoff removes nothing.
     async fn compact(&self, older_than_ms: u64) -> Result<CompactStats>;
+
+    /// Calls `changed(tenant)` whenever another process sharing this store commits a push that
+    /// changes a tenant's feed, so live change notices reach subscribers on every server node.
+    /// Notices may repeat or come late (a subscriber re-reads [`ServerStore::head`]); after a
+    /// lost connection to the store a backend calls `changed` for every tenant (`None`). A store
+    /// only one process uses (the default) never calls it.
+    fn on_remote_change(&self, changed: RemoteChange) {
+        let _ = changed;
+    }
+}
+
+/// The callback of [`ServerStore::on_remote_change`]: a tenant, or `None` for all of them.
+pub type RemoteChange = std::sync::Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
+/// A push's write transaction, from [`ServerStore::begin_push`]. Dropped without
+/// [`PushTx::commit`], nothing it wrote is kept (a backend may discard its connection to make
+/// sure).
+#[async_trait]
+pub trait PushTx: Send {
+    /// The tenant's change sequence, read under the counter row's lock.
+    fn seq(&self) -> u64;
+
+    /// Reads, in this transaction: the response stored under (tenant, `user`, `key`), the
+    /// outcomes stored under `op_ids`, and the current state of `records`.
+    async fn load(&mut self, user: &str, key: &str, op_ids: &[Uuid], records: &[RecordKey]) -> Result<Loaded>;
+
+    /// Writes the push's rows and the counter, in this transaction.
+    async fn write(&mut self, writes: PushWrites) -> Result<()>;
+
+    /// Commits: every write of the transaction becomes visible at once, with the counter.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Ends the transaction keeping nothing (the push found its key already stored).
+    async fn rollback(self: Box<Self>) -> Result<()>;
 }

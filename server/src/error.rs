@@ -14,6 +14,18 @@ pub enum Error {
     #[cfg(feature = "sqlite")]
     #[error("schema migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// PostgreSQL failed (the driver's error: a SQLSTATE code and message, never parameters).
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool in time.
+    #[cfg(feature = "postgres")]
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    /// A PostgreSQL schema migration failed.
+    #[cfg(feature = "postgres")]
+    #[error("postgres schema migration: {0}")]
+    PgMigration(#[from] refinery::Error),
     /// The database was written by a newer build; it is left untouched.
     #[error("the database schema is version {found}, newer than the {known} this build knows")]
     SchemaTooNew {
@@ -59,6 +71,16 @@ impl From<converge_sqlite_support::Error> for Error {
     }
 }
 
+#[cfg(feature = "postgres")]
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::Postgres(e),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Json(converge_core::model::json_error_without_values(&e))
@@ -66,9 +88,14 @@ impl From<serde_json::Error> for Error {
 }
 
 impl Error {
-    /// Whether trying again later may succeed (SQLite busy or locked).
+    /// Whether trying again later may succeed: SQLite busy or locked; PostgreSQL unreachable,
+    /// restarting, out of connections, or a serialization failure or deadlock.
     pub fn is_retryable(&self) -> bool {
         match self {
+            #[cfg(feature = "postgres")]
+            Error::Postgres(e) => crate::postgres::is_retryable(e),
+            #[cfg(feature = "postgres")]
+            Error::Pool(_) => true,
             #[cfg(feature = "sqlite")]
             Error::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
@@ -89,7 +116,11 @@ impl From<Error> for converge_core::Error {
             )
             .into(),
             e => {
-                let detail = if e.is_retryable() { "the server store is busy" } else { "the server store failed" };
+                let detail = if e.is_retryable() {
+                    "the server store is busy or unreachable"
+                } else {
+                    "the server store failed"
+                };
                 converge_core::Error::store_from(detail, e.is_retryable(), e)
             }
         }

@@ -10,18 +10,28 @@
 //! - Live change notices ([`converge_core::SyncApi::subscribe`]): a push that changes a
 //!   tenant's feed wakes that tenant's subscriptions in this process (see [`notices`]).
 //!
-//! Features: `sqlite` (default) builds [`SqliteServerStore`] on `rusqlite`.
+//! Features: `sqlite` (default) builds [`SqliteServerStore`] on `rusqlite`; `postgres` builds
+//! `PgServerStore` on `tokio-postgres` with a `deadpool-postgres` pool, for several server nodes
+//! on one database and tenants spread over several databases (shards).
 
 pub mod auth;
 mod cursor;
 pub mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod meta;
 pub mod notices;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod service;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod stats;
 
 pub use auth::{Claims, JwtAuth};
 pub use error::{Error, Result};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgServerStore};
 pub use service::{ScopedSync, SyncService};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteServerStore, TenantStats};
+pub use sqlite::SqliteServerStore;
+pub use stats::TenantStats;

@@ -37,6 +37,15 @@ impl Hub {
         }
     }
 
+    /// Wakes every tenant's subscriptions (after notices from elsewhere may have been lost).
+    pub(crate) fn changed_all(&self) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        tenants.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in tenants.values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// A receiver woken by every later [`Hub::changed`] of the tenant.
     pub(crate) fn watch(&self, tenant: &str) -> watch::Receiver<u64> {
         let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);

@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use converge_core::check::Rules;
 use converge_core::model::{validate_entity, validate_record_id};
 use converge_core::server_store::{CompactStats, ServerStore, StoredPush};
+
+pub(crate) mod apply;
 use converge_core::wire::{
     Change, Limits, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PullRequest, PullResponse, PushBatch, PushRequest,
     PushResponse, validate_idempotency_key,
@@ -31,7 +33,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ServerStore>,
     rules: Rules,
     in_flight: Mutex<HashSet<InFlightKey>>,
-    hub: Hub,
+    hub: Arc<Hub>,
 }
 
 /// The sync service over a server store. Cheap to clone: clones share the store and the set of
@@ -55,9 +57,14 @@ impl SyncService {
 
     /// A service over `store`, enforcing `rules` (limits and per-entity check mode pins).
     pub fn with_rules(store: Arc<dyn ServerStore>, rules: Rules) -> Self {
-        SyncService {
-            inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()), hub: Hub::default() }),
-        }
+        let hub = Arc::new(Hub::default());
+        // Pushes committed by other server processes on the same store wake subscribers here.
+        let woken = Arc::clone(&hub);
+        store.on_remote_change(Arc::new(move |tenant: Option<&str>| match tenant {
+            Some(tenant) => woken.changed(tenant),
+            None => woken.changed_all(),
+        }));
+        SyncService { inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()), hub }) }
     }
 
     /// The limits the service enforces.
@@ -129,17 +136,16 @@ impl ScopedSync {
         Span::current().record("key", key);
         req.batch.validate(&self.inner.rules.limits)?;
         let hash = body_hash(&req.batch)?;
-        let store = &self.inner.store;
         // A key seen before is found by `apply_batch` itself, in its transaction, and replayed:
         // no read of its own ahead of every push.
         let _in_flight = InFlight::begin(&self.inner, &self.scope, key).ok_or_else(|| {
             debug!("push refused: the key is in flight");
             ApiError::new(Code::IdempotencyKeyInFlight, "a request with this Idempotency-Key is still running")
         })?;
-        let applied = store
-            .apply_batch(&self.scope, key, &hash, req.batch.mutations, &self.inner.rules)
-            .await
-            .map_err(store_error("apply_batch"))?;
+        let applied =
+            apply::apply_batch(&*self.inner.store, &self.scope, key, &hash, req.batch.mutations, &self.inner.rules)
+                .await
+                .map_err(store_error("apply_batch"))?;
         match applied {
             Ok(response) => {
                 if !response.accepted.is_empty() {

@@ -3,42 +3,27 @@
 //! async service never blocks its runtime.
 
 mod compact;
-mod meta;
+mod push_tx;
 mod rows;
 mod schema;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use converge_core::Scope;
-use converge_core::check::{Decision, Rules, decide};
-use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
-use converge_core::wire::{Accepted, Change, Mutation, OpOutcome, PushResponse};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, PushTx, ServerStore, StoredPush};
+use converge_core::wire::Change;
 use converge_sqlite_support::{Checkpointer, WalOptions};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
+use crate::TenantStats;
 use crate::error::{Error, Result};
 
 /// How long a write waits for another connection's lock before answering busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A tenant's figures, for tests and inspection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TenantStats {
-    /// The tenant's change sequence: the number of changes ever applied.
-    pub seq: u64,
-    /// The sum of all the tenant's record versions. Each applied change adds one to a version and
-    /// one to the sequence, so this equals `seq` unless a change was lost or applied twice (or
-    /// compaction removed tombstones, whose versions leave the sum with them).
-    pub version_sum: u64,
-    /// How many records (tombstones included) the tenant has.
-    pub records: u64,
-    /// The oldest sequence a cursor may still name.
-    pub horizon: u64,
-}
 
 /// Reader connections of a file-backed store.
 const READERS: usize = 4;
@@ -47,6 +32,9 @@ const READERS: usize = 4;
 #[derive(Clone)]
 pub struct SqliteServerStore {
     conn: Arc<Mutex<Connection>>,
+    /// Held by whoever has a write transaction open on `conn` (a push's, across its calls, or a
+    /// compaction chunk's), so writes never interleave on the one writer connection.
+    writer: Arc<tokio::sync::Mutex<()>>,
     readers: Arc<Readers>,
     /// Runs WAL checkpoints off the write path (a file-backed store only).
     checkpointer: Option<Arc<Checkpointer>>,
@@ -103,6 +91,7 @@ impl SqliteServerStore {
         schema::migrate(&mut conn)?;
         Ok(SqliteServerStore {
             conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             readers: Arc::new(Readers { conns: Vec::new(), next: AtomicUsize::new(0) }),
             checkpointer: None,
         })
@@ -133,7 +122,10 @@ impl SqliteServerStore {
     /// Runs a read on a reader connection (a free one if any), off the async runtime.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let this = self.clone();
+        // An in-memory store reads through the writer: not inside another's open transaction.
+        let token = if self.readers.conns.is_empty() { Some(self.writer.clone().lock_owned().await) } else { None };
         tokio::task::spawn_blocking(move || {
+            let _token = token;
             let readers = &this.readers.conns;
             if readers.is_empty() {
                 return this.with_conn(|conn| f(conn));
@@ -152,22 +144,29 @@ impl SqliteServerStore {
         .map_err(|e| Error::Task(e.to_string()))?
     }
 
-    /// Runs the write `f` with the connection on the blocking pool.
+    /// Runs the write `f` with the connection on the blocking pool, holding the writer token.
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write(f)).await.map_err(|e| Error::Task(e.to_string()))?
+        let token = self.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _token = token;
+            this.write(f)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
     }
 
     /// The response stored for (scope's tenant and user, key), if any: for tests and inspection
-    /// (a push finds a stored key inside its own transaction, see [`ServerStore::apply_batch`]).
+    /// (a push finds a stored key inside its own transaction, see [`PushTx::load`]).
     pub async fn stored_push(&self, scope: &Scope, key: &str) -> Result<Option<StoredPush>> {
         let (scope, key) = (scope.clone(), key.to_owned());
-        self.read(move |conn| rows::stored_push(conn, &scope, &key)).await
+        self.read(move |conn| rows::stored_push(conn, &scope.tenant, &scope.user, &key)).await
     }
 
-    /// A tenant's figures (blocking: a short read).
+    /// A tenant's figures (blocking: a short read, on a reader connection of a file-backed store
+    /// so it never sees a push's uncommitted rows).
     pub fn stats(&self, tenant: &str) -> Result<TenantStats> {
-        self.with_conn(|conn| {
+        let stats = |conn: &Connection| {
             let (seq, horizon) = rows::counter(conn, tenant)?;
             let (sum, count): (i64, i64) = conn
                 .prepare_cached("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM records WHERE tenant = ?1")?
@@ -178,21 +177,26 @@ impl SqliteServerStore {
                 records: rows::to_u64(count, "record count")?,
                 horizon,
             })
-        })
+        };
+        match self.readers.conns.first() {
+            Some(reader) => stats(&reader.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => self.with_conn(|conn| stats(conn)),
+        }
     }
 
     /// Moves the tenant's retention horizon forward to `seq` (never back, never past the current
     /// sequence): cursors older than it get `cursor_expired`. Compaction moves the horizon itself,
-    /// in the transaction that removes tombstones; this is for tests and operators (blocking: a
-    /// short write).
-    pub fn advance_horizon(&self, tenant: &str, seq: u64) -> Result<()> {
-        let seq = rows::to_i64(seq, "horizon")?;
-        self.write(|conn| {
+    /// in the transaction that removes tombstones; this is for tests and operators.
+    pub async fn advance_horizon(&self, tenant: &str, seq: u64) -> Result<()> {
+        let (tenant, seq) = (tenant.to_owned(), rows::to_i64(seq, "horizon")?);
+        self.run(move |conn| {
+            let tenant = tenant.as_str();
             rows::ensure_counter(conn, tenant)?;
             conn.prepare_cached("UPDATE counters SET horizon = MAX(horizon, MIN(?2, seq)) WHERE tenant = ?1")?
                 .execute(rusqlite::params![tenant, seq])?;
             Ok(())
         })
+        .await
     }
 
     /// [`ServerStore::compact`] with chunks of about `chunk` rows per write transaction (see
@@ -230,86 +234,10 @@ impl SqliteServerStore {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
-
-/// The whole of a push in one immediate transaction (see [`ServerStore::apply_batch`]).
-fn apply_batch(
-    conn: &mut Connection,
-    scope: &Scope,
-    key: &str,
-    body_hash: &str,
-    mutations: &[Mutation],
-    rules: &Rules,
-) -> Result<std::result::Result<PushResponse, StoredPush>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(stored) = rows::stored_push(&tx, scope, key)? {
-        return Ok(Err(stored));
-    }
-    let tenant = scope.tenant.as_str();
-    let now = now_ms();
-    rows::ensure_counter(&tx, tenant)?;
-    // The write lock of this transaction is held from its start, so the counter read here can
-    // only move through this batch; it is written back once, in the same transaction.
-    let first_seq = rows::counter(&tx, tenant)?.0;
-    let mut seq = first_seq;
-    let mut response = PushResponse::default();
-    // Op ids answered before, looked up at once; an op id twice in one batch (the service
-    // refuses such a batch) is looked up again, after its first answer was stored.
-    let answered = rows::op_results(&tx, tenant, mutations.iter().map(|m| m.op_id))?;
-    let mut seen = std::collections::HashSet::with_capacity(mutations.len());
-    for m in mutations {
-        let earlier =
-            if seen.insert(m.op_id) { answered.get(&m.op_id).cloned() } else { rows::op_result(&tx, tenant, m.op_id)? };
-        if let Some(stored) = earlier {
-            response.push(stored);
-            continue;
-        }
-        let current = rows::load_record(&tx, tenant, &m.entity, &m.record_id)?;
-        let outcome = match decide(m, current.as_ref(), rules) {
-            Decision::Apply(rec) => {
-                seq += 1;
-                rows::save_record(&tx, tenant, &rec, rows::to_i64(seq, "seq")?, now)?;
-                OpOutcome::Accepted(Accepted {
-                    op_id: m.op_id,
-                    entity: m.entity.clone(),
-                    record_id: m.record_id.clone(),
-                    version: rec.version,
-                })
-            }
-            Decision::Answer(outcome) => outcome,
-        };
-        if Decision::outcome_is_final(&outcome) {
-            rows::insert_op_result(&tx, tenant, m.op_id, &outcome, now)?;
-        }
-        response.push(outcome);
-    }
-    if seq != first_seq {
-        rows::set_seq(&tx, tenant, seq)?;
-    }
-    rows::insert_push(&tx, scope, key, body_hash, &response, now)?;
-    // Kill -9 tests: dying here leaves the whole batch (ops and stored response) uncommitted;
-    // dying after the commit leaves it applied with no answer sent, for the resend to replay.
-    converge_core::crash::point("server.apply.before_commit");
-    tx.commit()?;
-    converge_core::crash::point("server.apply.after_commit");
-    Ok(Ok(response))
-}
-
 #[async_trait]
 impl ServerStore for SqliteServerStore {
-    async fn apply_batch(
-        &self,
-        scope: &Scope,
-        key: &str,
-        body_hash: &str,
-        mutations: Vec<Mutation>,
-        rules: &Rules,
-    ) -> converge_core::Result<std::result::Result<PushResponse, StoredPush>> {
-        let (scope, key, body_hash) = (scope.clone(), key.to_owned(), body_hash.to_owned());
-        let rules = rules.clone();
-        Ok(self.run(move |conn| apply_batch(conn, &scope, &key, &body_hash, &mutations, &rules)).await?)
+    async fn begin_push(&self, tenant: &str) -> converge_core::Result<Box<dyn PushTx>> {
+        Ok(Box::new(push_tx::SqlitePushTx::begin(self.clone(), tenant).await?))
     }
 
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {

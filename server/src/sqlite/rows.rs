@@ -1,11 +1,10 @@
 //! Reading and writing the store's rows inside a connection or transaction: records, op results,
 //! idempotency keys and the per-tenant counter.
 
-use converge_core::Scope;
 use converge_core::check::StoredRecord;
 use converge_core::hlc::Hlc;
 use converge_core::server_store::{FeedPage, StoredPush};
-use converge_core::wire::{Change, OpOutcome, PushResponse};
+use converge_core::wire::{Change, OpOutcome};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
@@ -22,10 +21,10 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
 }
 
 /// The stored response to (tenant, user, key).
-pub(crate) fn stored_push(conn: &Connection, scope: &Scope, key: &str) -> Result<Option<StoredPush>> {
+pub(crate) fn stored_push(conn: &Connection, tenant: &str, user: &str, key: &str) -> Result<Option<StoredPush>> {
     let row = conn
         .prepare_cached("SELECT body_hash, response FROM idempotency WHERE tenant = ?1 AND user = ?2 AND key = ?3")?
-        .query_row(params![scope.tenant, scope.user, key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_row(params![tenant, user, key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .optional()?;
     match row {
         None => Ok(None),
@@ -36,27 +35,18 @@ pub(crate) fn stored_push(conn: &Connection, scope: &Scope, key: &str) -> Result
 /// Stores the response to (tenant, user, key).
 pub(crate) fn insert_push(
     conn: &Connection,
-    scope: &Scope,
+    tenant: &str,
+    user: &str,
     key: &str,
-    body_hash: &str,
-    response: &PushResponse,
+    push: &StoredPush,
     now_ms: i64,
 ) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO idempotency (tenant, user, key, body_hash, response, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![scope.tenant, scope.user, key, body_hash, serde_json::to_string(response)?, now_ms])?;
+    .execute(params![tenant, user, key, push.body_hash, serde_json::to_string(&push.response)?, now_ms])?;
     Ok(())
-}
-
-/// The outcome stored under an op id in this tenant.
-pub(crate) fn op_result(conn: &Connection, tenant: &str, op_id: Uuid) -> Result<Option<OpOutcome>> {
-    let row: Option<String> = conn
-        .prepare_cached("SELECT outcome FROM op_results WHERE tenant = ?1 AND op_id = ?2")?
-        .query_row(params![tenant, op_id.to_string()], |r| r.get(0))
-        .optional()?;
-    row.map(|s| serde_json::from_str(&s).map_err(Error::from)).transpose()
 }
 
 /// The outcomes stored under any of `op_ids` in this tenant, in one query.
@@ -140,7 +130,7 @@ pub(crate) fn load_record(
     let Some((version, fields, meta, deleted, deleted_hlc)) = row else {
         return Ok(None);
     };
-    let meta = super::meta::decode(&meta)?;
+    let meta = crate::meta::decode(&meta)?;
     let deleted_hlc =
         deleted_hlc.map(|h| h.parse::<Hlc>().map_err(|_| Error::Corrupt("records.deleted_hlc"))).transpose()?;
     Ok(Some(StoredRecord {
@@ -170,7 +160,7 @@ pub(crate) fn save_record(conn: &Connection, tenant: &str, rec: &StoredRecord, s
         rec.record_id,
         to_i64(rec.version, "version")?,
         serde_json::to_string(&rec.fields)?,
-        super::meta::encode(&rec.meta)?,
+        crate::meta::encode(&rec.meta)?,
         rec.deleted,
         rec.deleted_hlc.as_ref().map(Hlc::to_string),
         seq,

@@ -5,7 +5,13 @@ use converge_core::model::{CheckMode, Op};
 use serde_json::json;
 use uuid::Uuid;
 
+use converge_core::wire::{Accepted, Mutation, OpOutcome, PushResponse};
+
 use super::*;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
 
 fn scope(tenant: &str) -> Scope {
     Scope { tenant: tenant.into(), user: "u".into() }
@@ -28,12 +34,18 @@ fn update(id: &str, n: u128, base: u64, patch: serde_json::Value) -> Mutation {
     Mutation { op: Op::Update, base_version: base, patch: patch.as_object().unwrap().clone(), ..create(id, n) }
 }
 
+async fn apply_batch(
+    store: &SqliteServerStore,
+    scope: &Scope,
+    key: &str,
+    hash: &str,
+    ms: Vec<Mutation>,
+) -> converge_core::Result<std::result::Result<PushResponse, StoredPush>> {
+    crate::service::apply::apply_batch(store, scope, key, hash, ms, &converge_core::check::Rules::default()).await
+}
+
 async fn apply(store: &SqliteServerStore, tenant: &str, key: &str, ms: &[Mutation]) -> PushResponse {
-    store
-        .apply_batch(&scope(tenant), key, "hash", ms.to_vec(), &converge_core::check::Rules::default())
-        .await
-        .unwrap()
-        .unwrap()
+    apply_batch(store, &scope(tenant), key, "hash", ms.to_vec()).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -46,9 +58,7 @@ async fn apply_batch_stores_records_op_results_and_the_response() {
     assert_eq!(store.stats("t").unwrap(), TenantStats { seq: 3, version_sum: 3, records: 2, horizon: 0 });
 
     // The key is taken: nothing is applied and the stored push comes back.
-    let again = store
-        .apply_batch(&scope("t"), "k1", "other", vec![create("r3", 9)], &converge_core::check::Rules::default())
-        .await;
+    let again = apply_batch(&store, &scope("t"), "k1", "other", vec![create("r3", 9)]).await;
     let stored = again.unwrap().unwrap_err();
     assert_eq!((stored.body_hash.as_str(), &stored.response), ("hash", &resp));
     assert_eq!(store.stored_push(&scope("t"), "k1").await.unwrap(), Some(stored));
@@ -93,11 +103,11 @@ async fn the_horizon_only_moves_forward_and_not_past_the_sequence() {
     let store = SqliteServerStore::open_in_memory().unwrap();
     assert_eq!(store.head("t").await.unwrap().horizon, 0);
     apply(&store, "t", "k1", &[create("a", 1), create("b", 2)]).await;
-    store.advance_horizon("t", 1).unwrap();
+    store.advance_horizon("t", 1).await.unwrap();
     assert_eq!(store.head("t").await.unwrap().horizon, 1);
-    store.advance_horizon("t", 0).unwrap();
+    store.advance_horizon("t", 0).await.unwrap();
     assert_eq!(store.head("t").await.unwrap().horizon, 1);
-    store.advance_horizon("t", 99).unwrap();
+    store.advance_horizon("t", 99).await.unwrap();
     assert_eq!(store.head("t").await.unwrap().horizon, 2);
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
-use converge_core::wire::{Change, Mutation, PullRequest, PullResponse, PushResponse};
-use converge_core::{Code, Scope, SyncApi, Tenancy};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, PushTx, ServerStore};
+use converge_core::wire::{Change, PullRequest, PullResponse};
+use converge_core::{Code, SyncApi, Tenancy};
 use serde_json::json;
 
 use crate::support::*;
@@ -41,9 +41,8 @@ fn ids(feed: &[(String, bool)]) -> Vec<&str> {
     feed.iter().map(|(id, _)| id.as_str()).collect()
 }
 
-#[tokio::test]
-async fn an_old_tombstone_goes_and_only_cursors_that_could_miss_it_expire() {
-    let server = Server::new();
+async fn an_old_tombstone_goes_and_only_cursors_that_could_miss_it_expire(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({})), create("b", json!({})), create("c", json!({}))]).await;
     let before_delete = pull(&api, None).await.unwrap().cursor;
@@ -56,7 +55,7 @@ async fn an_old_tombstone_goes_and_only_cursors_that_could_miss_it_expire() {
 
     let stats = server.store.compact(cutoff).await.unwrap();
     assert_eq!(stats, CompactStats { tombstones: 1, op_results: 4, idempotency_keys: 2, tenants: 1 });
-    assert_eq!(server.stats("acme").horizon, 4);
+    assert_eq!(server.stats("acme").await.horizon, 4);
 
     // A cursor from before the removed tombstone could miss it: expired.
     for old in ["c0", "c2", before_delete.as_str()] {
@@ -72,12 +71,11 @@ async fn an_old_tombstone_goes_and_only_cursors_that_could_miss_it_expire() {
     assert_eq!(feed(&api).await, [("c".to_owned(), false), ("b".to_owned(), true)]);
     assert_eq!(api.record("notes", "a").await.unwrap_err().code(), Some(Code::NotFound));
     assert!(api.record("notes", "b").await.unwrap().deleted);
-    assert_eq!(server.stats("acme").records, 2);
+    assert_eq!(server.stats("acme").await.records, 2);
 }
 
-#[tokio::test]
-async fn live_records_are_never_removed_however_old() {
-    let server = Server::new();
+async fn live_records_are_never_removed_however_old(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     let creates = (0..20).map(|i| create(&format!("r{i}"), json!({"n": i}))).collect();
     push(&api, creates).await;
@@ -91,10 +89,10 @@ async fn live_records_are_never_removed_however_old() {
     let stats = server.store.compact(u64::MAX).await.unwrap();
     assert_eq!(stats.tombstones, 7);
     assert_eq!(feed(&api).await, live_before);
-    assert_eq!(server.stats("acme").records, 13);
+    assert_eq!(server.stats("acme").await.records, 13);
     // The horizon is the last removed tombstone's sequence, not the tenant's sequence: a cursor
     // that saw every tombstone keeps going.
-    let stats = server.stats("acme");
+    let stats = server.stats("acme").await;
     assert_eq!((stats.horizon, stats.seq), (27, 28));
     let page = pull(&api, Some("c27")).await.unwrap();
     assert_eq!(page.changes.len(), 1);
@@ -102,9 +100,8 @@ async fn live_records_are_never_removed_however_old() {
     assert_eq!(pull(&api, Some("c26")).await.unwrap_err().code(), Some(Code::CursorExpired));
 }
 
-#[tokio::test]
-async fn expired_op_results_and_idempotency_keys_run_as_new() {
-    let server = Server::new();
+async fn expired_op_results_and_idempotency_keys_run_as_new(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     let first = request("key-1", vec![create("n1", json!({"title": "t"}))]);
     assert_eq!(api.push(first.clone()).await.unwrap().accepted[0].version, 1);
@@ -115,7 +112,7 @@ async fn expired_op_results_and_idempotency_keys_run_as_new() {
     // Before compaction: the key replays and the op id answers its stored outcome.
     assert!(api.push(first.clone()).await.unwrap().replayed);
     assert_eq!(push(&api, vec![edit.clone()]).await.accepted[0].version, 2);
-    assert_eq!(server.stats("acme").seq, 3);
+    assert_eq!(server.stats("acme").await.seq, 3);
 
     let stats = server.store.compact(cutoff().await).await.unwrap();
     assert_eq!((stats.op_results, stats.idempotency_keys, stats.tombstones), (3, 4, 0));
@@ -132,9 +129,8 @@ async fn expired_op_results_and_idempotency_keys_run_as_new() {
     assert_eq!(fields(&api, "n1").await, json!({"title": "t2"}));
 }
 
-#[tokio::test]
-async fn another_tenants_young_rows_are_untouched() {
-    let server = Server::new();
+async fn another_tenants_young_rows_are_untouched(backend: Backend) {
+    let server = Server::new(backend).await;
     let old = server.api("old", "alice");
     push(&old, vec![create("a", json!({}))]).await;
     push(&old, vec![delete("a", 1)]).await;
@@ -143,60 +139,57 @@ async fn another_tenants_young_rows_are_untouched() {
     let req = request("k", vec![create("x", json!({}))]);
     young.push(req.clone()).await.unwrap();
     push(&young, vec![delete("x", 1)]).await;
-    let young_before = server.stats("young");
+    let young_before = server.stats("young").await;
 
     let stats = server.store.compact(cutoff).await.unwrap();
     assert_eq!(stats, CompactStats { tombstones: 1, op_results: 2, idempotency_keys: 2, tenants: 1 });
-    assert_eq!(server.stats("old").horizon, 2);
-    assert_eq!(server.stats("young"), young_before);
+    assert_eq!(server.stats("old").await.horizon, 2);
+    assert_eq!(server.stats("young").await, young_before);
     assert_eq!(young_before.horizon, 0);
     assert!(young.push(req).await.unwrap().replayed);
     assert_eq!(feed(&young).await, [("x".to_owned(), true)]);
     assert_eq!(pull(&young, Some("c0")).await.unwrap().changes.len(), 1);
 }
 
-#[tokio::test]
-async fn compacting_twice_is_a_no_op() {
-    let server = Server::new();
+async fn compacting_twice_is_a_no_op(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({})), create("b", json!({}))]).await;
     push(&api, vec![delete("a", 1)]).await;
     let cutoff = cutoff().await;
     let first = server.store.compact(cutoff).await.unwrap();
     assert_eq!(first.tombstones, 1);
-    let after_first = (server.stats("acme"), feed(&api).await);
+    let after_first = (server.stats("acme").await, feed(&api).await);
     assert_eq!(server.store.compact(cutoff).await.unwrap(), CompactStats::default());
-    assert_eq!((server.stats("acme"), feed(&api).await), after_first);
+    assert_eq!((server.stats("acme").await, feed(&api).await), after_first);
 }
 
-#[tokio::test]
-async fn the_horizon_never_moves_back() {
-    let server = Server::new();
+async fn the_horizon_never_moves_back(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({})), create("b", json!({})), create("c", json!({}))]).await;
     push(&api, vec![delete("a", 1)]).await; // seq 4
     push(&api, vec![update("b", 1, json!({"x": 1}))]).await; // seq 5
-    server.store.advance_horizon("acme", 5).unwrap();
+    server.advance_horizon("acme", 5).await;
     let stats = server.store.compact(cutoff().await).await.unwrap();
     assert_eq!(stats.tombstones, 1);
-    assert_eq!(server.stats("acme").horizon, 5);
+    assert_eq!(server.stats("acme").await.horizon, 5);
 }
 
-#[tokio::test]
-async fn the_service_compacts_by_retention() {
-    let server = Server::new();
+async fn the_service_compacts_by_retention(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({}))]).await;
     push(&api, vec![delete("a", 1)]).await;
     // Everything is younger than a day: nothing goes.
     assert_eq!(server.service.compact(Duration::from_secs(86_400)).await.unwrap(), CompactStats::default());
-    assert_eq!(server.stats("acme").records, 1);
+    assert_eq!(server.stats("acme").await.records, 1);
     // With no retention, everything written before now goes.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let stats = server.service.compact(Duration::ZERO).await.unwrap();
     assert_eq!(stats, CompactStats { tombstones: 1, op_results: 2, idempotency_keys: 2, tenants: 1 });
-    assert_eq!(server.stats("acme").records, 0);
-    assert_eq!(server.stats("acme").horizon, 2);
+    assert_eq!(server.stats("acme").await.records, 0);
+    assert_eq!(server.stats("acme").await.horizon, 2);
     assert!(feed(&api).await.is_empty());
 }
 
@@ -206,15 +199,8 @@ struct StaleHorizon(Arc<dyn ServerStore>);
 
 #[async_trait]
 impl ServerStore for StaleHorizon {
-    async fn apply_batch(
-        &self,
-        scope: &Scope,
-        key: &str,
-        body_hash: &str,
-        mutations: Vec<Mutation>,
-        rules: &converge_core::check::Rules,
-    ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
-        self.0.apply_batch(scope, key, body_hash, mutations, rules).await
+    async fn begin_push(&self, tenant: &str) -> converge_core::Result<Box<dyn PushTx>> {
+        self.0.begin_push(tenant).await
     }
 
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {
@@ -234,9 +220,8 @@ impl ServerStore for StaleHorizon {
     }
 }
 
-#[tokio::test]
-async fn a_cursor_is_checked_against_the_horizon_read_with_its_page() {
-    let server = Server::new();
+async fn a_cursor_is_checked_against_the_horizon_read_with_its_page(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({})), create("b", json!({}))]).await;
     push(&api, vec![delete("a", 1)]).await;
@@ -244,22 +229,21 @@ async fn a_cursor_is_checked_against_the_horizon_read_with_its_page() {
     let page = server.store.changes("acme", 3, 10).await.unwrap();
     assert_eq!(page.horizon, 3);
 
-    let stale = server.service_over(Arc::new(StaleHorizon(Arc::new(server.store.clone()))));
+    let stale = server.service_over(Arc::new(StaleHorizon(server.store.clone())));
     let api = stale.scoped(scope("acme", "alice"));
     assert_eq!(pull(&api, Some("c1")).await.unwrap_err().code(), Some(Code::CursorExpired));
     assert!(pull(&api, Some("c3")).await.unwrap().changes.is_empty());
     assert_eq!(ids(&feed(&api).await), ["b"]);
 }
 
-#[tokio::test]
-async fn a_read_from_the_start_pages_through_a_compacted_feed() {
-    let server = Server::new();
+async fn a_read_from_the_start_pages_through_a_compacted_feed(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     let ids = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     push(&api, ids.iter().map(|id| create(id, json!({}))).collect()).await; // seq 1..=10
     push(&api, ["b", "d", "f", "h", "j"].iter().map(|id| delete(id, 1)).collect()).await; // seq 11..=15
     assert_eq!(server.store.compact(cutoff().await).await.unwrap().tombstones, 5);
-    assert_eq!(server.stats("acme").horizon, 15);
+    assert_eq!(server.stats("acme").await.horizon, 15);
 
     // Pages of two from the start stop below the horizon, and go on.
     let page = |cursor: Option<String>| {
@@ -301,3 +285,15 @@ async fn a_read_from_the_start_pages_through_a_compacted_feed() {
 fn ids_of(page: &PullResponse) -> Vec<&str> {
     page.changes.iter().map(|c| c.record_id.as_str()).collect()
 }
+
+on_every_backend!(
+    an_old_tombstone_goes_and_only_cursors_that_could_miss_it_expire,
+    live_records_are_never_removed_however_old,
+    expired_op_results_and_idempotency_keys_run_as_new,
+    another_tenants_young_rows_are_untouched,
+    compacting_twice_is_a_no_op,
+    the_horizon_never_moves_back,
+    the_service_compacts_by_retention,
+    a_cursor_is_checked_against_the_horizon_read_with_its_page,
+    a_read_from_the_start_pages_through_a_compacted_feed,
+);

@@ -12,9 +12,8 @@ use crate::support::*;
 const TASKS: usize = 8;
 const BATCHES: usize = 50;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_writers_fifty_batches_each_leave_a_gapless_feed() {
-    let server = Server::new();
+async fn eight_writers_fifty_batches_each_leave_a_gapless_feed(backend: Backend) {
+    let server = Server::new(backend).await;
     let setup = server.api("acme", "setup");
     push(&setup, vec![create("hot", json!({"n": 0}))]).await;
 
@@ -62,7 +61,7 @@ async fn eight_writers_fifty_batches_each_leave_a_gapless_feed() {
             break;
         }
     }
-    let stats = server.stats("acme");
+    let stats = server.stats("acme").await;
     assert_eq!(seen.len(), 1 + TASKS + TASKS * BATCHES);
     assert_eq!(seen.len() as u64, stats.records);
     for t in 0..TASKS {
@@ -79,3 +78,5 @@ async fn eight_writers_fifty_batches_each_leave_a_gapless_feed() {
         assert_eq!(hot[format!("w{t}")], json!(BATCHES - 1));
     }
 }
+
+on_every_backend!(eight_writers_fifty_batches_each_leave_a_gapless_feed,);

@@ -6,17 +6,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use converge_core::server_store::{CompactStats, FeedHead, FeedPage, ServerStore, StoredPush};
-use converge_core::wire::{Change, Mutation, PushResponse};
-use converge_core::{Code, Scope, Tenancy};
+use converge_core::server_store::{CompactStats, FeedHead, FeedPage, PushTx, ServerStore};
+use converge_core::wire::Change;
+use converge_core::{Code, Tenancy};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn the_same_key_and_batch_replays_the_stored_response_byte_for_byte() {
-    let server = Server::new();
+async fn the_same_key_and_batch_replays_the_stored_response_byte_for_byte(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("n1", json!({"title": "t", "n": 1.5}))]).await;
     let req = request(
@@ -26,22 +25,21 @@ async fn the_same_key_and_batch_replays_the_stored_response_byte_for_byte() {
     let first = api.push(req.clone()).await.unwrap();
     assert!(!first.replayed);
     assert_eq!((first.accepted.len(), first.rejected.len(), first.conflicts.len()), (1, 1, 1));
-    let before = server.stats("acme");
+    let before = server.stats("acme").await;
 
     let second = api.push(req.clone()).await.unwrap();
     assert!(second.replayed);
     assert_eq!(serde_json::to_vec(&second).unwrap(), serde_json::to_vec(&first).unwrap());
-    assert_eq!(server.stats("acme"), before);
+    assert_eq!(server.stats("acme").await, before);
     // Also through a fresh service over the same file: the key is stored, not only remembered.
-    let again = server.service_over(Arc::new(server.store.clone())).scoped(scope("acme", "alice"));
+    let again = server.service_over(server.store.clone()).scoped(scope("acme", "alice"));
     let third = again.push(req).await.unwrap();
     assert!(third.replayed);
     assert_eq!(serde_json::to_vec(&third).unwrap(), serde_json::to_vec(&first).unwrap());
 }
 
-#[tokio::test]
-async fn the_same_key_with_another_batch_is_refused_with_422() {
-    let server = Server::new();
+async fn the_same_key_with_another_batch_is_refused_with_422(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     api.push(request("k", vec![create("n1", json!({"a": 1}))])).await.unwrap();
     let err = api.push(request("k", vec![create("n2", json!({"a": 1}))])).await.unwrap_err();
@@ -54,7 +52,7 @@ async fn the_same_key_with_another_batch_is_refused_with_422() {
     assert_eq!((r.accepted.len(), r.replayed), (1, false));
 }
 
-/// A store whose `apply_batch` waits for a permit, so a push stays in flight as long as a test
+/// A store whose `begin_push` waits for a permit, so a push stays in flight as long as a test
 /// wants; `entered` counts the calls that reached it.
 struct GatedStore {
     inner: Arc<dyn ServerStore>,
@@ -64,17 +62,10 @@ struct GatedStore {
 
 #[async_trait]
 impl ServerStore for GatedStore {
-    async fn apply_batch(
-        &self,
-        scope: &Scope,
-        key: &str,
-        body_hash: &str,
-        mutations: Vec<Mutation>,
-        limits: &converge_core::check::Rules,
-    ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
+    async fn begin_push(&self, tenant: &str) -> converge_core::Result<Box<dyn PushTx>> {
         self.entered.add_permits(1);
         self.gate.acquire().await.unwrap().forget();
-        self.inner.apply_batch(scope, key, body_hash, mutations, limits).await
+        self.inner.begin_push(tenant).await
     }
 
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {
@@ -94,14 +85,10 @@ impl ServerStore for GatedStore {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_key_while_the_first_runs_is_refused_with_409() {
-    let server = Server::new();
-    let gated = Arc::new(GatedStore {
-        inner: Arc::new(server.store.clone()),
-        gate: Semaphore::new(0),
-        entered: Semaphore::new(0),
-    });
+async fn the_same_key_while_the_first_runs_is_refused_with_409(backend: Backend) {
+    let server = Server::new(backend).await;
+    let gated =
+        Arc::new(GatedStore { inner: server.store.clone(), gate: Semaphore::new(0), entered: Semaphore::new(0) });
     let service = server.service_over(gated.clone());
     let api = service.scoped(scope("acme", "alice"));
     let req = request("k", vec![create("n1", json!({"a": 1}))]);
@@ -133,7 +120,7 @@ async fn the_same_key_while_the_first_runs_is_refused_with_409() {
     let done = first.await.unwrap().unwrap();
     assert_eq!((done.accepted.len(), done.replayed), (1, false));
     assert_eq!(bobs.await.unwrap().unwrap().accepted.len(), 1);
-    // Once finished, the key replays instead (found by the store's `apply_batch`, through the gate).
+    // Once finished, the key replays instead (found by the store's `begin_push`, through the gate).
     gated.gate.add_permits(1);
     let replay = in_time(api.push(req)).await.unwrap();
     assert!(replay.replayed);
@@ -141,7 +128,7 @@ async fn the_same_key_while_the_first_runs_is_refused_with_409() {
 }
 
 /// A store that forgets stored pushes when asked (as if the first request stored its key right
-/// after the check), and fails `apply_batch` the first `failures` times: busy first, then broken.
+/// after the check), and fails `begin_push` the first `failures` times: busy first, then broken.
 struct FlakyStore {
     inner: Arc<dyn ServerStore>,
     failures: AtomicUsize,
@@ -149,20 +136,13 @@ struct FlakyStore {
 
 #[async_trait]
 impl ServerStore for FlakyStore {
-    async fn apply_batch(
-        &self,
-        scope: &Scope,
-        key: &str,
-        body_hash: &str,
-        mutations: Vec<Mutation>,
-        limits: &converge_core::check::Rules,
-    ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
+    async fn begin_push(&self, tenant: &str) -> converge_core::Result<Box<dyn PushTx>> {
         match self.failures.fetch_sub(1, Ordering::SeqCst) {
             2 => {
                 Err(converge_core::Error::Store { detail: "database is locked".into(), retryable: true, source: None })
             }
             1 => Err(converge_core::Error::store("disk I/O error")),
-            _ => self.inner.apply_batch(scope, key, body_hash, mutations, limits).await,
+            _ => self.inner.begin_push(tenant).await,
         }
     }
 
@@ -183,10 +163,9 @@ impl ServerStore for FlakyStore {
     }
 }
 
-#[tokio::test]
-async fn store_failures_free_the_key_and_a_raced_key_still_replays_or_refuses() {
-    let server = Server::new();
-    let flaky = Arc::new(FlakyStore { inner: Arc::new(server.store.clone()), failures: AtomicUsize::new(2) });
+async fn store_failures_free_the_key_and_a_raced_key_still_replays_or_refuses(backend: Backend) {
+    let server = Server::new(backend).await;
+    let flaky = Arc::new(FlakyStore { inner: server.store.clone(), failures: AtomicUsize::new(2) });
     let api = server.service_over(flaky).scoped(scope("acme", "alice"));
     let req = request("k", vec![create("n1", json!({"a": 1}))]);
 
@@ -208,5 +187,12 @@ async fn store_failures_free_the_key_and_a_raced_key_still_replays_or_refuses() 
     assert_eq!(raced.accepted, first.accepted);
     let reused = api.push(request("k", vec![create("n9", json!({}))])).await.unwrap_err();
     assert_eq!(reused.code(), Some(Code::IdempotencyKeyReused));
-    assert_eq!(server.stats("acme").seq, 1);
+    assert_eq!(server.stats("acme").await.seq, 1);
 }
+
+on_every_backend!(
+    the_same_key_and_batch_replays_the_stored_response_byte_for_byte,
+    the_same_key_with_another_batch_is_refused_with_422,
+    the_same_key_while_the_first_runs_is_refused_with_409,
+    store_failures_free_the_key_and_a_raced_key_still_replays_or_refuses,
+);

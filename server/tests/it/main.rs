@@ -1,5 +1,6 @@
-//! Integration tests of the sync service over a real SQLite file: push, pull, records,
-//! idempotency, tenancy, concurrency and compaction, all through `SyncService::scoped`.
+//! The server store conformance suite: the sync service over every backend (a real SQLite file, a
+//! real PostgreSQL schema): push, pull, records, idempotency, tenancy, concurrency and compaction,
+//! all through `SyncService::scoped`.
 
 mod compact;
 mod concurrency;

@@ -12,9 +12,8 @@ fn page(cursor: Option<&str>, limit: Option<u32>) -> PullRequest {
     PullRequest { cursor: cursor.map(str::to_owned), limit }
 }
 
-#[tokio::test]
-async fn pages_of_two_over_five_records_have_no_repeats_and_no_gaps() {
-    let server = Server::new();
+async fn pages_of_two_over_five_records_have_no_repeats_and_no_gaps(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     let ids = ["a", "b", "c", "d", "e"];
     for id in ids {
@@ -51,9 +50,8 @@ async fn pages_of_two_over_five_records_have_no_repeats_and_no_gaps() {
     assert_eq!(order, ["a", "c", "d", "e", "b"]);
 }
 
-#[tokio::test]
-async fn the_limit_defaults_and_clamps() {
-    let server = Server::new();
+async fn the_limit_defaults_and_clamps(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     for batch in 0..3 {
         let ms = (0..400).map(|i| create(&format!("r{batch}-{i}"), json!({}))).collect();
@@ -69,9 +67,8 @@ async fn the_limit_defaults_and_clamps() {
     assert_eq!(unique.len(), 1200);
 }
 
-#[tokio::test]
-async fn cursors_not_from_this_server_are_invalid_requests() {
-    let server = Server::new();
+async fn cursors_not_from_this_server_are_invalid_requests(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     push(&api, vec![create("a", json!({}))]).await;
     for bad in ["", "garbage", "c", "c-1", "c01", "1", "c1.0", "c99999999999999999999"] {
@@ -85,14 +82,13 @@ async fn cursors_not_from_this_server_are_invalid_requests() {
     assert!(api.pull(page(Some("c1"), None)).await.unwrap().changes.is_empty());
 }
 
-#[tokio::test]
-async fn a_cursor_older_than_the_horizon_is_expired() {
-    let server = Server::new();
+async fn a_cursor_older_than_the_horizon_is_expired(backend: Backend) {
+    let server = Server::new(backend).await;
     let api = server.api("acme", "alice");
     for id in ["a", "b", "c"] {
         push(&api, vec![create(id, json!({}))]).await;
     }
-    server.store.advance_horizon("acme", 2).unwrap();
+    server.advance_horizon("acme", 2).await;
     for old in ["c0", "c1"] {
         let err = api.pull(page(Some(old), None)).await.unwrap_err();
         assert_eq!(err.code(), Some(Code::CursorExpired), "{old}");
@@ -106,3 +102,10 @@ async fn a_cursor_older_than_the_horizon_is_expired() {
     push(&other, vec![create("x", json!({}))]).await;
     assert_eq!(other.pull(page(Some("c0"), None)).await.unwrap().changes.len(), 1);
 }
+
+on_every_backend!(
+    pages_of_two_over_five_records_have_no_repeats_and_no_gaps,
+    the_limit_defaults_and_clamps,
+    cursors_not_from_this_server_are_invalid_requests,
+    a_cursor_older_than_the_horizon_is_expired,
+);

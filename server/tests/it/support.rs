@@ -1,4 +1,5 @@
-//! Test helpers: a service over a SQLite file in a temp dir, and mutation builders.
+//! Test helpers: a service over either backend (a SQLite file in a temp dir, or a fresh schema in
+//! the test PostgreSQL database), the macro that runs a test on both, and mutation builders.
 
 use std::sync::Arc;
 
@@ -7,27 +8,52 @@ use converge_core::model::{CheckMode, Op};
 use converge_core::server_store::ServerStore;
 use converge_core::wire::{Limits, Mutation, PushBatch, PushRequest, PushResponse};
 use converge_core::{Scope, SyncApi, Tenancy};
-use converge_server::{SqliteServerStore, SyncService, TenantStats};
+use converge_server::{PgOptions, PgServerStore, SqliteServerStore, SyncService, TenantStats};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// A service over a fresh SQLite file.
+/// The store backends every conformance test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The concrete store, for what only tests ask of it.
+#[derive(Clone)]
+pub(crate) enum Probe {
+    Sqlite(SqliteServerStore),
+    Postgres(PgServerStore),
+}
+
+/// A service over a fresh store of one backend.
 pub(crate) struct Server {
     _dir: tempfile::TempDir,
-    pub(crate) store: SqliteServerStore,
+    pub(crate) store: Arc<dyn ServerStore>,
+    pub(crate) probe: Probe,
     pub(crate) service: SyncService,
 }
 
 impl Server {
-    pub(crate) fn new() -> Server {
-        Server::with_limits(Limits::default())
+    pub(crate) async fn new(backend: Backend) -> Server {
+        Server::with_limits(backend, Limits::default()).await
     }
 
-    pub(crate) fn with_limits(limits: Limits) -> Server {
+    pub(crate) async fn with_limits(backend: Backend, limits: Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
-        let service = SyncService::new(Arc::new(store.clone()), limits);
-        Server { _dir: dir, store, service }
+        let (store, probe): (Arc<dyn ServerStore>, Probe) = match backend {
+            Backend::Sqlite => {
+                let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
+                (Arc::new(store.clone()), Probe::Sqlite(store))
+            }
+            Backend::Postgres => {
+                let url = converge_test_support::pg::fresh_url();
+                let store = PgServerStore::connect(&url, &PgOptions::default()).await.unwrap();
+                (Arc::new(store.clone()), Probe::Postgres(store))
+            }
+        };
+        let service = SyncService::new(Arc::clone(&store), limits);
+        Server { _dir: dir, store, probe, service }
     }
 
     /// A service over `store` (a wrapper of this server's store), sharing nothing else.
@@ -39,10 +65,44 @@ impl Server {
         self.service.scoped(scope(tenant, user))
     }
 
-    pub(crate) fn stats(&self, tenant: &str) -> TenantStats {
-        self.store.stats(tenant).unwrap()
+    pub(crate) async fn stats(&self, tenant: &str) -> TenantStats {
+        match &self.probe {
+            Probe::Sqlite(s) => s.stats(tenant).unwrap(),
+            Probe::Postgres(s) => s.stats(tenant).await.unwrap(),
+        }
+    }
+
+    pub(crate) async fn advance_horizon(&self, tenant: &str, seq: u64) {
+        match &self.probe {
+            Probe::Sqlite(s) => s.advance_horizon(tenant, seq).await.unwrap(),
+            Probe::Postgres(s) => s.advance_horizon(tenant, seq).await.unwrap(),
+        }
     }
 }
+
+/// Runs each named `async fn(Backend)` as a test on every backend: `sqlite::name` and
+/// `postgres::name`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_backend;
 
 pub(crate) fn scope(tenant: &str, user: &str) -> Scope {
     Scope { tenant: tenant.into(), user: user.into() }

@@ -6,9 +6,8 @@ use serde_json::json;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn another_tenants_records_and_changes_are_invisible() {
-    let server = Server::new();
+async fn another_tenants_records_and_changes_are_invisible(backend: Backend) {
+    let server = Server::new(backend).await;
     let acme = server.api("acme", "alice");
     let globex = server.api("globex", "alice");
     let op = create("n1", json!({"secret": "acme only"}));
@@ -35,5 +34,7 @@ async fn another_tenants_records_and_changes_are_invisible() {
     let globex_feed = globex.pull(PullRequest::default()).await.unwrap();
     let ids: Vec<&str> = globex_feed.changes.iter().map(|c| c.record_id.as_str()).collect();
     assert_eq!(ids, ["n1", "k2"]);
-    assert_eq!((server.stats("acme").seq, server.stats("globex").seq), (3, 2));
+    assert_eq!((server.stats("acme").await.seq, server.stats("globex").await.seq), (3, 2));
 }
+
+on_every_backend!(another_tenants_records_and_changes_are_invisible,);

@@ -1,6 +1,7 @@
 //! Test helpers: a real `converge serve` child process on a loopback port, tokens, temp folders,
-//! a fault-injecting HTTP proxy to put in front of it, and a seeded generator.
+//! a fault-injecting HTTP proxy to put in front of it, a seeded generator, and PostgreSQL schemas.
 
+pub mod pg;
 mod proxy;
 mod rng;
 
@@ -29,6 +30,8 @@ pub struct ServerProcess {
     pub grpc_port: u16,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// The `--db` value when it is not the SQLite file in `dir` (a PostgreSQL URL).
+    db: Option<String>,
 }
 
 impl ServerProcess {
@@ -53,6 +56,25 @@ impl ServerProcess {
             grpc_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            db: None,
+        };
+        s.set_env(env);
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts a server on the database `db` (a PostgreSQL URL, or several `--db` values joined
+    /// by spaces for shards), with extra `serve` arguments and environment variables.
+    pub fn start_on(bin: &Path, db: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<ServerProcess> {
+        let mut s = ServerProcess {
+            bin: bin.to_path_buf(),
+            child: None,
+            dir: tempfile::tempdir()?,
+            port: 0,
+            grpc_port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            db: Some(db.to_owned()),
         };
         s.set_env(env);
         s.spawn()?;
@@ -79,10 +101,17 @@ impl ServerProcess {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut child = Command::new(&self.bin)
-            .arg("serve")
-            .arg("--db")
-            .arg(self.db_path())
+        let mut command = Command::new(&self.bin);
+        command.arg("serve");
+        match &self.db {
+            Some(dbs) => dbs.split(' ').for_each(|db| {
+                command.arg("--db").arg(db);
+            }),
+            None => {
+                command.arg("--db").arg(self.db_path());
+            }
+        }
+        let mut child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--grpc-listen")

@@ -1,0 +1,173 @@
+//! A push's write transaction on PostgreSQL: one pooled connection, `BEGIN`, the tenant's counter
+//! row locked by an upsert, the reads and writes pipelined, and `pg_notify` for the other nodes.
+
+use async_trait::async_trait;
+use converge_core::hlc::Hlc;
+use converge_core::server_store::{Loaded, PushTx, PushWrites, RecordKey};
+use deadpool_postgres::{GenericClient, Object};
+use uuid::Uuid;
+
+use super::{CHANNEL, rows};
+use crate::error::Result;
+
+/// An open push transaction. Dropped without commit or rollback, its connection leaves the pool
+/// and closes, so PostgreSQL rolls the transaction back and no later request inherits it.
+pub(crate) struct PgPushTx {
+    client: Option<Object>,
+    tenant: String,
+    seq: u64,
+}
+
+impl PgPushTx {
+    /// Begins a transaction (read committed: each statement sees what committed before it) and
+    /// takes the counter row's lock, making the row if missing. A second push to the tenant, on
+    /// any node, waits here until this one ends, then reads what it committed.
+    pub(crate) async fn begin(client: Object, tenant: &str) -> Result<PgPushTx> {
+        let mut tx = PgPushTx { client: Some(client), tenant: tenant.to_owned(), seq: 0 };
+        let c = tx.client();
+        let lock = c
+            .prepare_cached(
+                "INSERT INTO counters (tenant) VALUES ($1)
+                 ON CONFLICT (tenant) DO UPDATE SET seq = counters.seq RETURNING seq",
+            )
+            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
+        let (_, row) = tokio::try_join!(c.batch_execute("BEGIN"), c.query_one(&lock, &params))?;
+        tx.seq = rows::to_u64(row.get(0), "counters.seq")?;
+        Ok(tx)
+    }
+
+    fn client(&self) -> &Object {
+        self.client.as_ref().expect("a push transaction is used after it ended")
+    }
+
+    async fn end(mut self: Box<Self>, sql: &str) -> Result<()> {
+        self.client().batch_execute(sql).await?;
+        // Back to the pool only once the transaction is over.
+        drop(self.client.take());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PushTx for PgPushTx {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    async fn load(
+        &mut self,
+        user: &str,
+        key: &str,
+        op_ids: &[Uuid],
+        records: &[RecordKey],
+    ) -> converge_core::Result<Loaded> {
+        let (c, tenant) = (self.client(), self.tenant.as_str());
+        let (stored, op_results, records) = tokio::try_join!(
+            rows::stored_push(c, tenant, user, key),
+            rows::op_results(c, tenant, op_ids),
+            rows::records(c, tenant, records),
+        )?;
+        Ok(Loaded { stored, op_results, records })
+    }
+
+    async fn write(&mut self, writes: PushWrites) -> converge_core::Result<()> {
+        Ok(write(self.client(), &self.tenant, writes).await?)
+    }
+
+    async fn commit(self: Box<Self>) -> converge_core::Result<()> {
+        Ok(self.end("COMMIT").await?)
+    }
+
+    async fn rollback(self: Box<Self>) -> converge_core::Result<()> {
+        Ok(self.end("ROLLBACK").await?)
+    }
+}
+
+impl Drop for PgPushTx {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// The push's rows in one statement per table, pipelined.
+async fn write(c: &Object, tenant: &str, w: PushWrites) -> Result<()> {
+    let now = rows::to_i64(w.now_ms, "now")?;
+    let n = w.records.len();
+    let (mut entity, mut record_id, mut version, mut fields, mut meta, mut deleted, mut deleted_hlc, mut seq) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (rec, at) in &w.records {
+        entity.push(rec.entity.as_str());
+        record_id.push(rec.record_id.as_str());
+        version.push(rows::to_i64(rec.version, "version")?);
+        fields.push(serde_json::to_string(&rec.fields)?);
+        meta.push(crate::meta::encode(&rec.meta)?);
+        deleted.push(rec.deleted);
+        deleted_hlc.push(rec.deleted_hlc.as_ref().map(Hlc::to_string));
+        seq.push(rows::to_i64(*at, "seq")?);
+    }
+    let op_ids: Vec<Uuid> = w.op_results.iter().map(|(id, _)| *id).collect();
+    let outcomes = w.op_results.iter().map(|(_, o)| serde_json::to_string(o)).collect::<Result<Vec<_>, _>>()?;
+    let response = serde_json::to_string(&w.push.response)?;
+    let new_seq = w.seq.map(|s| rows::to_i64(s, "seq")).transpose()?;
+
+    let (save, results, push, counter) = tokio::try_join!(
+        c.prepare_cached(
+            "INSERT INTO records (tenant, entity, record_id, version, fields, meta, deleted, deleted_hlc, seq, changed_ms)
+             SELECT $1, * , $10 FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[],
+                                            $7::BOOLEAN[], $8::TEXT[], $9::BIGINT[])
+             ON CONFLICT (tenant, entity, record_id) DO UPDATE SET
+                version = excluded.version, fields = excluded.fields, meta = excluded.meta,
+                deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, seq = excluded.seq,
+                changed_ms = excluded.changed_ms",
+        ),
+        c.prepare_cached(
+            "INSERT INTO op_results (tenant, op_id, outcome, created_ms)
+             SELECT $1, *, $4 FROM UNNEST($2::UUID[], $3::TEXT[])",
+        ),
+        c.prepare_cached(
+            r#"INSERT INTO idempotency (tenant, "user", key, body_hash, response, created_ms)
+               VALUES ($1, $2, $3, $4, $5, $6)"#,
+        ),
+        c.prepare_cached("UPDATE counters SET seq = $2 WHERE tenant = $1"),
+    )?;
+    let saving = async {
+        if n > 0 {
+            c.execute(
+                &save,
+                &[&tenant, &entity, &record_id, &version, &fields, &meta, &deleted, &deleted_hlc, &seq, &now],
+            )
+            .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let storing = async {
+        if !op_ids.is_empty() {
+            c.execute(&results, &[&tenant, &op_ids, &outcomes, &now]).await?;
+        }
+        Ok(())
+    };
+    let counting = async {
+        if let Some(s) = new_seq {
+            c.execute(&counter, &[&tenant, &s]).await?;
+            // Delivered to every listening node when the transaction commits, not before.
+            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &tenant]).await?;
+        }
+        Ok(())
+    };
+    let push_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&tenant, &w.user, &w.key, &w.push.body_hash, &response, &now];
+    let pushing = c.execute(&push, &push_params);
+    tokio::try_join!(saving, storing, counting, pushing)?;
+    Ok(())
+}
