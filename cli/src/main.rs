@@ -25,6 +25,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print a bearer token for a tenant and user.
     Token(serve::TokenArgs),
+    /// Show the PostgreSQL shards and where tenants live on them.
+    Shards(serve::ShardsArgs),
     /// Drive a device store from the shell (only `sync` touches the network).
     Client(client::ClientArgs),
     /// Start a server and two devices that edit offline, sync, conflict and converge.
@@ -97,6 +99,10 @@ fn main() -> std::process::ExitCode {
                 serve::run(args).await
             }
             Command::Token(args) => serve::token(args),
+            Command::Shards(args) => {
+                init_tracing("warn");
+                serve::shards(args).await
+            }
             Command::Client(args) => {
                 init_tracing("warn");
                 client::run(args).await

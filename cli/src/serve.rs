@@ -1,4 +1,5 @@
-//! `converge serve` and `converge token`: the sync server on the embedded SQLite store.
+//! `converge serve`, `converge token` and `converge shards`: the sync server on the embedded
+//! SQLite store or on PostgreSQL (one database, or several as tenant shards).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,9 +11,10 @@ use clap::Args;
 use converge_core::CheckMode;
 use converge_core::Tenancy;
 use converge_core::check::Rules;
+use converge_core::server_store::ServerStore;
 use converge_core::wire::Limits;
 use converge_http::server::{ServerConfig, router};
-use converge_server::{JwtAuth, SqliteServerStore, SyncService};
+use converge_server::{JwtAuth, PgOptions, PgServerStore, ShardedStore, SqliteServerStore, SyncService};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -29,9 +31,14 @@ pub(crate) const DEV_SECRET: &str = "converge-development-secret-do-not-use-in-p
 /// Options of `converge serve`.
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The server store: a SQLite file path.
-    #[arg(long, default_value = "converge-server.db")]
-    db: String,
+    /// The server store: a SQLite file path (default converge-server.db), or a PostgreSQL URL
+    /// (postgres://user:password@host/database). Several PostgreSQL URLs are tenant shards
+    /// (repeat --db). Default: CONVERGE_DB, URLs separated by spaces.
+    #[arg(long = "db")]
+    db: Vec<String>,
+    /// PostgreSQL connections per database, per node.
+    #[arg(long, default_value_t = 16)]
+    pg_pool: usize,
     /// The HTTP address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -181,20 +188,76 @@ impl RunningServer {
     }
 }
 
-/// Starts the server on a SQLite file, HTTP on `listen` and gRPC on `grpc` (if given), both over
-/// one service; compacts it in the background if `compaction` is set.
+/// The SQLite server store at `db`.
+pub(crate) fn sqlite_store(db: &Path) -> Result<Arc<dyn ServerStore>> {
+    let store =
+        SqliteServerStore::open(db).with_context(|| format!("cannot open the server store {}", db.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub(crate) fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The `--db` values given, else CONVERGE_DB's (split at spaces), else the default SQLite file.
+fn dbs(given: Vec<String>) -> Vec<String> {
+    if !given.is_empty() {
+        return given;
+    }
+    match std::env::var("CONVERGE_DB") {
+        Ok(v) if !v.trim().is_empty() => v.split_whitespace().map(str::to_owned).collect(),
+        _ => vec!["converge-server.db".to_owned()],
+    }
+}
+
+/// The store `dbs` name: one SQLite file, one PostgreSQL database, or PostgreSQL shards. Returns
+/// the store and how to describe it (no passwords).
+pub(crate) async fn open_store(dbs: &[String], pg: &PgOptions) -> Result<(Arc<dyn ServerStore>, String)> {
+    match dbs {
+        [] => bail!("no --db given"),
+        [one] if !is_postgres(one) => Ok((sqlite_store(Path::new(one))?, one.clone())),
+        [one] => {
+            let store = PgServerStore::connect(one, pg)
+                .await
+                .with_context(|| format!("cannot open the PostgreSQL store {}", redact(one)))?;
+            Ok((Arc::new(store), redact(one)))
+        }
+        many => {
+            if let Some(file) = many.iter().find(|db| !is_postgres(db)) {
+                bail!("{file:?} is not a PostgreSQL URL: several --db values are shards, and shards are PostgreSQL");
+            }
+            let store = ShardedStore::connect(many, pg).await.context("cannot open the shards")?;
+            let described = format!("{} PostgreSQL shards", many.len());
+            Ok((Arc::new(store), described))
+        }
+    }
+}
+
+/// A database URL without its password.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Starts the server on `store`, HTTP on `listen` and gRPC on `grpc` (if given), both over one
+/// service; compacts it in the background if `compaction` is set.
 pub(crate) async fn start(
-    db: &Path,
+    store: Arc<dyn ServerStore>,
     listen: SocketAddr,
     grpc: Option<SocketAddr>,
     secret: &str,
     rules: Rules,
     compaction: Option<Compaction>,
 ) -> Result<RunningServer> {
-    let store =
-        SqliteServerStore::open(db).with_context(|| format!("cannot open the server store {}", db.display()))?;
     let limits = rules.limits;
-    let service = SyncService::with_rules(Arc::new(store), rules);
+    let service = SyncService::with_rules(store, rules);
     let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let service: Arc<dyn Tenancy> = Arc::new(service);
@@ -244,9 +307,6 @@ fn spawn_compaction(service: SyncService, c: Compaction) -> JoinHandle<()> {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
-    if args.db.starts_with("postgres://") || args.db.starts_with("postgresql://") {
-        bail!("this build serves from a SQLite file only; PostgreSQL support is not built yet");
-    }
     let secret = secret(args.jwt_secret, true);
     let limits = Limits {
         max_batch: args.max_batch,
@@ -258,8 +318,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         eprintln!("warning: --retention is under 24h: a batch retried later than that runs again as a new one");
     }
     let compaction = Compaction { retention: args.retention, every: args.compact_every };
-    let server = start(Path::new(&args.db), args.listen, args.grpc_listen.0, &secret, rules, Some(compaction)).await?;
-    println!("converge server listening on {} (store: {})", server.url(), args.db);
+    let pg = PgOptions { pool_size: args.pg_pool, ..PgOptions::default() };
+    let (store, described) = open_store(&dbs(args.db), &pg).await?;
+    let server = start(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction)).await?;
+    println!("converge server listening on {} (store: {described})", server.url());
     match server.grpc_url() {
         Some(url) => println!("gRPC listening on {url}"),
         None => println!("gRPC off"),
@@ -297,8 +359,49 @@ async fn shutdown_signal() {
     }
 }
 
+/// Options of `converge shards`.
+#[derive(Args)]
+pub(crate) struct ShardsArgs {
+    /// The shards' PostgreSQL URLs, as given to `converge serve` (repeat --db). Default:
+    /// CONVERGE_DB.
+    #[arg(long = "db")]
+    db: Vec<String>,
+    /// A tenant to locate (repeatable).
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+}
+
+/// `converge shards`: each shard's id and tenant count, and where the tenants asked for live.
+pub(crate) async fn shards(args: ShardsArgs) -> Result<()> {
+    let dbs = dbs(args.db);
+    if let Some(file) = dbs.iter().find(|db| !is_postgres(db)) {
+        bail!("{file:?} is not a PostgreSQL URL: give the shards' URLs with --db (or CONVERGE_DB)");
+    }
+    let store = ShardedStore::connect(&dbs, &PgOptions { pool_size: 2, ..PgOptions::default() }).await?;
+    for ((id, shard), url) in store.ids().iter().zip(store.shards()).zip(&dbs) {
+        println!("shard {id}  {}  {} tenants", redact(url), shard.tenants().await?.len());
+    }
+    for tenant in &args.tenants {
+        let p = store.locate(tenant).await?;
+        let url = redact(&dbs[p.index]);
+        if p.holds {
+            println!("tenant {tenant}: shard {} ({url})", p.shard);
+        } else {
+            println!("tenant {tenant}: no rows yet; its first push goes to shard {} ({url})", p.shard);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(super::redact("server.db"), "server.db");
+    }
+
     #[test]
     fn retention_and_interval_must_be_positive() {
         assert_eq!(super::positive_duration("30d").unwrap().as_secs(), 30 * 86_400);

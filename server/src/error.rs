@@ -26,6 +26,10 @@ pub enum Error {
     #[cfg(feature = "postgres")]
     #[error("postgres schema migration: {0}")]
     PgMigration(#[from] refinery::Error),
+    /// A tenant has rows on several shards (copied by hand?): it is not served half.
+    #[cfg(feature = "postgres")]
+    #[error("a tenant has rows on several shards: {0:?}")]
+    TenantSplit(Vec<uuid::Uuid>),
     /// The database was written by a newer build; it is left untouched.
     #[error("the database schema is version {found}, newer than the {known} this build knows")]
     SchemaTooNew {

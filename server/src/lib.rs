@@ -30,7 +30,7 @@ mod stats;
 pub use auth::{Claims, JwtAuth};
 pub use error::{Error, Result};
 #[cfg(feature = "postgres")]
-pub use postgres::{PgOptions, PgServerStore};
+pub use postgres::{PgOptions, PgServerStore, ShardedStore};
 pub use service::{ScopedSync, SyncService};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteServerStore;

@@ -25,7 +25,7 @@ use converge_sqlite::SqliteStore;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::serve::{DEV_SECRET, RunningServer, start};
+use crate::serve::{DEV_SECRET, RunningServer, sqlite_store, start};
 
 /// A leg of `converge bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -273,7 +273,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     let transports: Vec<Transport> = args.transports.iter().map(|&w| w.into()).collect();
     if [Leg::Push, Leg::E2e, Leg::Converge, Leg::Conflict, Leg::Fanout].into_iter().any(wants) {
         let server = start(
-            &dir.path().join("server.db"),
+            sqlite_store(&dir.path().join("server.db"))?,
             "127.0.0.1:0".parse()?,
             Some("127.0.0.1:0".parse()?),
             DEV_SECRET,

@@ -8,6 +8,9 @@ mod listen;
 mod push_tx;
 mod rows;
 mod schema;
+mod shards;
+
+pub use shards::{Placement, ShardedStore, rendezvous};
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -66,6 +69,14 @@ impl PgServerStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.wait);
         }
+        // A push waits for the tenant's counter row at most this long (another node's push, a
+        // compaction chunk, an operator's transaction), then answers busy: never without bound.
+        let lock_timeout = format!("-c lock_timeout={}", options.wait.as_millis().max(1));
+        let given = config.get_options().map(str::to_owned);
+        config.options(match given {
+            Some(given) => format!("{given} {lock_timeout}"),
+            None => lock_timeout,
+        });
         if config.get_application_name().is_none() {
             config.application_name("converge-server");
         }
@@ -136,7 +147,8 @@ impl PgServerStore {
 }
 
 /// Whether a PostgreSQL error may pass by itself: no connection (refused, closed, timed out), the
-/// server starting or shutting down, too many connections, a serialization failure or deadlock.
+/// server starting or shutting down, too many connections, a lock wait past `lock_timeout`, a
+/// serialization failure or deadlock.
 pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
     match e.code() {
         None => true,
@@ -145,6 +157,7 @@ pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
             class == "08"
                 || class == "53"
                 || class == "57"
+                || *code == SqlState::LOCK_NOT_AVAILABLE
                 || *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
         }

@@ -132,8 +132,7 @@ pub(crate) async fn a_key_in_flight_is_refused_and_a_busy_store_says_when_to_ret
     let api = t.api("t1", "u1");
     let batch = vec![mutation(Op::Create, "r1", 0, json!({"n": 1}))];
     // Holding the store's write lock keeps the first push running.
-    let lock = rusqlite::Connection::open(t.db()).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = t.hold_write_lock("t1").await;
     let first = tokio::spawn({
         let (api, batch) = (api.clone(), batch.clone());
         async move { push(&api, "slow", batch).await }
@@ -149,7 +148,7 @@ pub(crate) async fn a_key_in_flight_is_refused_and_a_busy_store_says_when_to_ret
     };
     assert_eq!(code(e), (Code::Unavailable, ErrorClass::Retryable));
     assert_eq!(retry_after, Some(Duration::from_secs(1)), "with when to retry");
-    lock.execute_batch("ROLLBACK").unwrap();
+    lock.release().await;
     let r = push(&api, "slow", batch).await.unwrap();
     assert_eq!((r.accepted.len(), r.replayed), (1, false), "a refused push was not stored under its key");
 }

@@ -1,7 +1,8 @@
 //! The transport conformance suite: one set of cases, written once against `SyncApi`, run
 //! against the service called in-process, the HTTP transport and the gRPC transport, the two
-//! wires over real sockets to a real `converge serve` child process. Same inputs, same answers,
-//! same error classes: a new transport is done when it passes every case.
+//! wires over real sockets to a real `converge serve` child process, on SQLite and on PostgreSQL.
+//! Same inputs, same answers, same error classes: a new transport (or server store) is done when
+//! it passes every case.
 
 mod cases;
 mod target;
@@ -25,6 +26,18 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 super::cases::$case(&super::target::Target::grpc()).await;
+            })*
+        }
+        mod http_pg {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::cases::$case(&super::target::Target::http_pg()).await;
+            })*
+        }
+        mod grpc_pg {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::cases::$case(&super::target::Target::grpc_pg()).await;
             })*
         }
     };

@@ -1,6 +1,6 @@
 //! What the suite runs against: the service in-process (a `SyncService` on a SQLite file, each
 //! call authenticated as the wire adapters do), or a `converge serve` child process reached over
-//! HTTP or gRPC.
+//! HTTP or gRPC, on a SQLite file or on PostgreSQL.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +27,28 @@ pub(crate) struct Target {
     service: Option<SyncService>,
     server: Option<ServerProcess>,
     _dir: Option<tempfile::TempDir>,
-    db: PathBuf,
+    db: Db,
+}
+
+/// The server's store.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The store's write lock for one tenant, held by a test until released.
+pub(crate) enum WriteLock {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl WriteLock {
+    pub(crate) async fn release(self) {
+        match self {
+            WriteLock::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+            WriteLock::Postgres(client) => client.batch_execute("ROLLBACK").await.unwrap(),
+        }
+    }
 }
 
 impl Target {
@@ -36,7 +57,14 @@ impl Target {
         let db = dir.path().join("server.db");
         let store = SqliteServerStore::open(&db).expect("open the server store");
         let service = SyncService::new(Arc::new(store), Default::default());
-        Target { wire: Wire::InProcess, auth: auth(), service: Some(service), server: None, _dir: Some(dir), db }
+        Target {
+            wire: Wire::InProcess,
+            auth: auth(),
+            service: Some(service),
+            server: None,
+            _dir: Some(dir),
+            db: Db::Sqlite(db),
+        }
     }
 
     pub(crate) fn http() -> Target {
@@ -47,15 +75,50 @@ impl Target {
         Target::process(Wire::Grpc)
     }
 
+    pub(crate) fn http_pg() -> Target {
+        Target::pg_process(Wire::Http)
+    }
+
+    pub(crate) fn grpc_pg() -> Target {
+        Target::pg_process(Wire::Grpc)
+    }
+
     fn process(wire: Wire) -> Target {
         let server = crate::server();
-        let db = server.db_path();
+        let db = Db::Sqlite(server.db_path());
         Target { wire, auth: auth(), service: None, server: Some(server), _dir: None, db }
     }
 
-    /// The server's database file (to hold its write lock from a test).
-    pub(crate) fn db(&self) -> &std::path::Path {
-        &self.db
+    fn pg_process(wire: Wire) -> Target {
+        let url = converge_test_support::pg::fresh_url();
+        let server = ServerProcess::start_on(crate::bin(), &url, &[], &[]).expect("start converge serve on PostgreSQL");
+        Target { wire, auth: auth(), service: None, server: Some(server), _dir: None, db: Db::Postgres(url) }
+    }
+
+    /// Holds the store's write lock for `tenant` until released: SQLite's whole-file lock, or
+    /// PostgreSQL's lock on the tenant's counter row.
+    pub(crate) async fn hold_write_lock(&self, tenant: &str) -> WriteLock {
+        match &self.db {
+            Db::Sqlite(path) => {
+                let lock = rusqlite::Connection::open(path).unwrap();
+                lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+                WriteLock::Sqlite(lock)
+            }
+            Db::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client.batch_execute("BEGIN").await.unwrap();
+                client
+                    .execute(
+                        "INSERT INTO counters (tenant) VALUES ($1)
+                         ON CONFLICT (tenant) DO UPDATE SET seq = counters.seq",
+                        &[&tenant],
+                    )
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(client)
+            }
+        }
     }
 
     /// A valid token for a tenant and user.
