@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace from a clean clone: formatting, clippy, the WASM
 # plugins' build, the Python environment of the cross-language tests, and all tests (which start
-# real `converge serve` processes on loopback themselves; the FFI crate's run its Python suite).
+# real `converge serve` processes on loopback themselves; the FFI crate's run its Python suite),
+# with PostgreSQL started for the PostgreSQL server store's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,9 @@ echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 
 echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
 ./scripts/python-env.sh
+
+echo "== scripts/pg-env.sh (PostgreSQL for the server store's tests: started, with a fresh test database)"
+eval "$(./scripts/pg-env.sh)"
 
 echo "== cargo build -p converge-uniffi-bindgen (the FFI tests generate bindings with it)"
 cargo build --locked -p converge-uniffi-bindgen

@@ -264,7 +264,7 @@ async fn an_expired_cursor_re_syncs_from_the_start_keeping_pending_edits() {
     b.sync_once().await.unwrap();
     a.put("notes", "y", obj(json!({"v": 2}))).unwrap();
     a.sync_once().await.unwrap();
-    w.store.advance_horizon("acme", 2).unwrap();
+    w.store.advance_horizon("acme", 2).await.unwrap();
     b.put("notes", "z", obj(json!({"v": 3}))).unwrap();
     let report = b.sync_once().await.unwrap();
     assert_eq!(report.accepted, 1);

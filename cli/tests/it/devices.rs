@@ -44,6 +44,18 @@ async fn two_devices_edit_offline_sync_merge_conflict_and_converge_over_grpc() {
     two_devices_edit_offline_sync_merge_conflict_and_converge(&srv, &wires(&srv)[1]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_edit_offline_sync_merge_conflict_and_converge_on_postgres_over_http() {
+    let srv = crate::pg_server();
+    two_devices_edit_offline_sync_merge_conflict_and_converge(&srv, &wires(&srv)[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_edit_offline_sync_merge_conflict_and_converge_on_postgres_over_grpc() {
+    let srv = crate::pg_server();
+    two_devices_edit_offline_sync_merge_conflict_and_converge(&srv, &wires(&srv)[1]).await;
+}
+
 async fn two_devices_edit_offline_sync_merge_conflict_and_converge(srv: &ServerProcess, url: &str) {
     let token = srv.token("acme", "alice").unwrap();
     let dir = tempfile::tempdir().unwrap();

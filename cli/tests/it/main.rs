@@ -1,5 +1,5 @@
-//! End-to-end tests over real parts: a `converge serve` child process on loopback, device stores
-//! in SQLite files on disk, real HTTP.
+//! End-to-end tests over real parts: `converge serve` child processes on loopback (on a SQLite
+//! file or on PostgreSQL), device stores in SQLite files on disk, real HTTP and gRPC.
 
 mod bad_input;
 mod bench;
@@ -14,10 +14,13 @@ mod idempotency;
 #[cfg(unix)]
 mod kill9;
 mod logs;
+mod nodes;
 mod notices;
+mod pg_restart;
 mod policy;
 mod proxy;
 mod record_changes;
+mod shards;
 mod stock_grpc;
 mod worker;
 
@@ -34,6 +37,16 @@ pub(crate) fn bin() -> &'static Path {
 
 pub(crate) fn server() -> ServerProcess {
     ServerProcess::start(bin()).expect("start converge serve")
+}
+
+/// A `converge serve` on PostgreSQL at `db` (a URL, or several joined by spaces for shards).
+pub(crate) fn pg_server_on(db: &str) -> ServerProcess {
+    ServerProcess::start_on(bin(), db, &[], &[]).expect("start converge serve on PostgreSQL")
+}
+
+/// A `converge serve` on a fresh PostgreSQL schema.
+pub(crate) fn pg_server() -> ServerProcess {
+    pg_server_on(&converge_test_support::pg::fresh_url())
 }
 
 /// A device: a store file in `dir` and a client to `url` (either wire).

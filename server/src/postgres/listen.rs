@@ -2,6 +2,7 @@
 //! and wakes the service's subscriptions for each tenant notified; after a lost connection it
 //! reconnects with backoff and wakes every subscription, since notices may have been missed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use converge_core::server_store::RemoteChange;
@@ -23,13 +24,13 @@ impl Drop for Listener {
 impl Listener {
     /// Starts listening, if there is a runtime to listen on (a store made outside one only sees
     /// its own pushes).
-    pub(crate) fn start(config: tokio_postgres::Config, changed: RemoteChange) -> Option<Listener> {
+    pub(crate) fn start(config: Arc<tokio_postgres::Config>, changed: RemoteChange) -> Option<Listener> {
         let rt = tokio::runtime::Handle::try_current().ok()?;
         Some(Listener(rt.spawn(run(config, changed))))
     }
 }
 
-async fn run(config: tokio_postgres::Config, changed: RemoteChange) {
+async fn run(config: Arc<tokio_postgres::Config>, changed: RemoteChange) {
     let mut delay = Duration::from_millis(100);
     loop {
         match config.connect(NoTls).await {

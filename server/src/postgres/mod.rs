@@ -48,7 +48,7 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgServerStore {
     pool: Pool,
-    config: tokio_postgres::Config,
+    config: Arc<tokio_postgres::Config>,
     /// The task that listens for other nodes' pushes; stopped when the last clone drops.
     listener: Arc<Mutex<Option<listen::Listener>>>,
 }
@@ -93,7 +93,7 @@ impl PgServerStore {
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
-        Ok(PgServerStore { pool, config, listener: Arc::new(Mutex::new(None)) })
+        Ok(PgServerStore { pool, config: Arc::new(config), listener: Arc::new(Mutex::new(None)) })
     }
 
     /// A pooled connection.
@@ -192,6 +192,6 @@ impl ServerStore for PgServerStore {
 
     fn on_remote_change(&self, changed: RemoteChange) {
         let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
-        *listener = listen::Listener::start(self.config.clone(), changed);
+        *listener = listen::Listener::start(Arc::clone(&self.config), changed);
     }
 }
