@@ -3,7 +3,9 @@
 //! bounded batches, a fresh device's first sync of a large feed) with this process's memory
 //! sampled as they run, and the live legs (time to converge, a conflict round, fan-out). Every
 //! leg that crosses the wire runs over each transport (`--transports`, HTTP and gRPC by
-//! default), with gRPC's figures over HTTP's. `--only` picks legs; all run by default.
+//! default), with gRPC's figures over HTTP's. With `--server postgres://…` the stores leg compares
+//! the SQLite server store with PostgreSQL (one node, two nodes, and pgbench's floor). `--only`
+//! picks legs; all run by default.
 
 mod live;
 mod local;
@@ -12,6 +14,7 @@ mod offline;
 #[cfg(feature = "wasm")]
 mod plugin;
 mod server_process;
+mod stores;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +51,8 @@ pub(crate) enum Leg {
     Conflict,
     /// Many subscribed devices, one writer: until all of them hold a write.
     Fanout,
+    /// The server stores: SQLite against PostgreSQL with one node and two (needs --server).
+    Stores,
 }
 
 /// Options of `converge bench`.
@@ -92,6 +97,10 @@ pub(crate) struct BenchArgs {
     /// Writes timed in the fan-out leg.
     #[arg(long, default_value_t = 100)]
     fanout_writes: usize,
+    /// A PostgreSQL database (postgres://…) for the server-store leg, which compares it with the
+    /// SQLite store; the leg's tables and pgbench's are made in it.
+    #[arg(long)]
+    server: Option<String>,
 }
 
 /// A transport, as `--transports` names it.
@@ -312,6 +321,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
             live::fanout(&server, dir.path(), args.fanout_devices, args.fanout_writes, &transports).await?;
         }
         server.stop().await?;
+    }
+
+    if wants(Leg::Stores) {
+        match &args.server {
+            Some(url) => stores::run(dir.path(), url, args.ops).await?,
+            None if args.only.contains(&Leg::Stores) => {
+                anyhow::bail!("the stores leg needs a PostgreSQL database: --server postgres://user:password@host/db")
+            }
+            None => println!("\nServer stores: skipped (give --server postgres://… to compare SQLite with PostgreSQL)"),
+        }
     }
 
     if wants(Leg::Plugin) {
