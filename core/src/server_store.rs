@@ -64,12 +64,15 @@ pub type RecordKey = (String, String);
 /// What a push needs to decide its mutations, read inside its transaction (see [`PushTx::load`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
+    /// The tenant's change sequence, read under the counter row's lock.
+    pub seq: u64,
     /// The response stored under the push's (tenant, user, key), if the key was used before.
     pub stored: Option<StoredPush>,
     /// The final outcomes stored under any of the requested op ids in this tenant.
     pub op_results: HashMap<Uuid, OpOutcome>,
-    /// The current state of each requested record that exists (tombstones included).
-    pub records: HashMap<RecordKey, StoredRecord>,
+    /// The current state of each requested record, in the order asked: `None` for a record that
+    /// does not exist (a tombstone is a record).
+    pub records: Vec<Option<StoredRecord>>,
 }
 
 /// Everything one push writes, in one call at the end of its transaction (see
@@ -107,11 +110,11 @@ pub struct PushWrites {
 /// task at a time.
 #[async_trait]
 pub trait ServerStore: Send + Sync {
-    /// Opens a push's write transaction on `tenant`. On return the tenant's counter row exists
-    /// and this transaction holds its lock until it ends, so the pushes of one tenant run one at
-    /// a time on any number of server processes sharing the store, and whatever this transaction
-    /// reads afterwards includes every push committed before it. Other tenants are not held up
-    /// by it (beyond a backend's own limits: SQLite has one writer per file).
+    /// Opens a push's write transaction on `tenant`. By the time its [`PushTx::load`] returns,
+    /// the tenant's counter row exists and this transaction holds its lock until it ends, so the
+    /// pushes of one tenant run one at a time on any number of server processes sharing the
+    /// store, and what it reads includes every push committed before it. Other tenants are not
+    /// held up by it (beyond a backend's own limits: SQLite has one writer per file).
     async fn begin_push(&self, tenant: &str) -> Result<Box<dyn PushTx>>;
 
     /// Up to `limit` changes with sequence greater than `after`, latest state per record, and the
@@ -158,14 +161,14 @@ pub type RemoteChange = std::sync::Arc<dyn Fn(Option<&str>) + Send + Sync>;
 /// sure).
 #[async_trait]
 pub trait PushTx: Send {
-    /// The tenant's change sequence, read under the counter row's lock.
-    fn seq(&self) -> u64;
+    /// Reads, in this transaction and under the tenant's lock: the tenant's sequence, the
+    /// response stored under (tenant, `user`, `key`), the outcomes stored under `op_ids`, and the
+    /// current state of `records` (all different). Called once, first. When a stored response
+    /// is found, the op results and records may be left unread (empty).
+    async fn load(&mut self, user: &str, key: &str, op_ids: Vec<Uuid>, records: Vec<RecordKey>) -> Result<Loaded>;
 
-    /// Reads, in this transaction: the response stored under (tenant, `user`, `key`), the
-    /// outcomes stored under `op_ids`, and the current state of `records`.
-    async fn load(&mut self, user: &str, key: &str, op_ids: &[Uuid], records: &[RecordKey]) -> Result<Loaded>;
-
-    /// Writes the push's rows and the counter, in this transaction.
+    /// Writes the push's rows and the counter, in this transaction (a backend may hold them
+    /// until [`PushTx::commit`], which then writes and commits in one step).
     async fn write(&mut self, writes: PushWrites) -> Result<()>;
 
     /// Commits: every write of the transaction becomes visible at once, with the counter.

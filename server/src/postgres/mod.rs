@@ -36,11 +36,14 @@ pub struct PgOptions {
     /// How long a request waits for a free connection, or for a new one to connect, before the
     /// store answers busy (the client sees 503 with Retry-After). Default 5 s.
     pub wait: Duration,
+    /// Settings for every connection, as `(name, value)` (e.g. `("synchronous_commit", "off")`
+    /// to trade the last commits before a crash of PostgreSQL's machine for speed).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { pool_size: 16, wait: Duration::from_secs(5) }
+        PgOptions { pool_size: 16, wait: Duration::from_secs(5), settings: Vec::new() }
     }
 }
 
@@ -71,11 +74,19 @@ impl PgServerStore {
         }
         // A push waits for the tenant's counter row at most this long (another node's push, a
         // compaction chunk, an operator's transaction), then answers busy: never without bound.
-        let lock_timeout = format!("-c lock_timeout={}", options.wait.as_millis().max(1));
+        let mut settings = format!("-c lock_timeout={}", options.wait.as_millis().max(1));
+        for (name, value) in &options.settings {
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                return Err(Error::InvalidInput(format!("not a PostgreSQL setting: {name}={value}")));
+            }
+            settings.push_str(&format!(" -c {name}={value}"));
+        }
         let given = config.get_options().map(str::to_owned);
         config.options(match given {
-            Some(given) => format!("{given} {lock_timeout}"),
-            None => lock_timeout,
+            Some(given) => format!("{given} {settings}"),
+            None => settings,
         });
         if config.get_application_name().is_none() {
             config.application_name("converge-server");

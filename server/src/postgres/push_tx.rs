@@ -1,5 +1,6 @@
 //! A push's write transaction on PostgreSQL: one pooled connection, `BEGIN`, the tenant's counter
-//! row locked by an upsert, the reads and writes pipelined, and `pg_notify` for the other nodes.
+//! row made if missing and locked, the reads and writes pipelined, and `pg_notify` for the other
+//! nodes.
 
 use async_trait::async_trait;
 use converge_core::hlc::Hlc;
@@ -25,15 +26,19 @@ impl PgPushTx {
     pub(crate) async fn begin(client: Object, tenant: &str) -> Result<PgPushTx> {
         let mut tx = PgPushTx { client: Some(client), tenant: tenant.to_owned(), seq: 0 };
         let c = tx.client();
-        let lock = c
-            .prepare_cached(
-                "INSERT INTO counters (tenant) VALUES ($1)
-                 ON CONFLICT (tenant) DO UPDATE SET seq = counters.seq RETURNING seq",
-            )
-            .await?;
+        let (make, lock) = tokio::try_join!(
+            c.prepare_cached("INSERT INTO counters (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING"),
+            c.prepare_cached("SELECT seq FROM counters WHERE tenant = $1 FOR UPDATE"),
+        )?;
+        // One round trip: the row made if missing, then locked (a lock, not a new row version).
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
-        let (_, row) = tokio::try_join!(c.batch_execute("BEGIN"), c.query_one(&lock, &params))?;
-        tx.seq = rows::to_u64(row.get(0), "counters.seq")?;
+        // Pipelined statements after a failed one fail as "transaction aborted": wait for all and
+        // report the first failure, the cause (a lock wait past `lock_timeout`, say).
+        let (began, made, locked) =
+            tokio::join!(c.batch_execute("BEGIN"), c.execute(&make, &params), c.query_one(&lock, &params));
+        began?;
+        made?;
+        tx.seq = rows::to_u64(locked?.get(0), "counters.seq")?;
         Ok(tx)
     }
 
@@ -51,26 +56,24 @@ impl PgPushTx {
 
 #[async_trait]
 impl PushTx for PgPushTx {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-
     async fn load(
         &mut self,
         user: &str,
         key: &str,
-        op_ids: &[Uuid],
-        records: &[RecordKey],
+        op_ids: Vec<Uuid>,
+        records: Vec<RecordKey>,
     ) -> converge_core::Result<Loaded> {
         let (c, tenant) = (self.client(), self.tenant.as_str());
-        let (stored, op_results, records) = tokio::try_join!(
+        let (stored, op_results, records) = tokio::join!(
             rows::stored_push(c, tenant, user, key),
-            rows::op_results(c, tenant, op_ids),
-            rows::records(c, tenant, records),
-        )?;
-        Ok(Loaded { stored, op_results, records })
+            rows::op_results(c, tenant, &op_ids),
+            rows::records(c, tenant, &records),
+        );
+        Ok(Loaded { seq: self.seq, stored: stored?, op_results: op_results?, records: records? })
     }
 
+    /// Every write is answered before [`PushTx::commit`] sends `COMMIT`: the commit is never
+    /// pipelined ahead of a write that still waits for its statement.
     async fn write(&mut self, writes: PushWrites) -> converge_core::Result<()> {
         Ok(write(self.client(), &self.tenant, writes).await?)
     }
@@ -155,7 +158,7 @@ async fn write(c: &Object, tenant: &str, w: PushWrites) -> Result<()> {
         if !op_ids.is_empty() {
             c.execute(&results, &[&tenant, &op_ids, &outcomes, &now]).await?;
         }
-        Ok(())
+        Ok::<_, tokio_postgres::Error>(())
     };
     let counting = async {
         if let Some(s) = new_seq {
@@ -163,11 +166,16 @@ async fn write(c: &Object, tenant: &str, w: PushWrites) -> Result<()> {
             // Delivered to every listening node when the transaction commits, not before.
             c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &tenant]).await?;
         }
-        Ok(())
+        Ok::<_, tokio_postgres::Error>(())
     };
     let push_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
         [&tenant, &w.user, &w.key, &w.push.body_hash, &response, &now];
     let pushing = c.execute(&push, &push_params);
-    tokio::try_join!(saving, storing, counting, pushing)?;
+    // The first failure in statement order is the cause (see `begin`).
+    let (saved, stored, counted, pushed) = tokio::join!(saving, storing, counting, pushing);
+    saved?;
+    stored?;
+    counted?;
+    pushed?;
     Ok(())
 }

@@ -55,37 +55,37 @@ pub(crate) async fn op_results(
     Ok(found)
 }
 
-/// The current state of each of `keys` that exists.
+/// The current state of each of `keys`, in their order (`None`: no such record).
 pub(crate) async fn records(
     client: &impl GenericClient,
     tenant: &str,
     keys: &[RecordKey],
-) -> Result<HashMap<RecordKey, StoredRecord>> {
+) -> Result<Vec<Option<StoredRecord>>> {
     let (entities, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|(e, r)| (e.as_str(), r.as_str())).unzip();
     let stmt = client
         .prepare_cached(
-            "SELECT r.entity, r.record_id, r.version, r.fields, r.meta, r.deleted, r.deleted_hlc
-             FROM UNNEST($2::TEXT[], $3::TEXT[]) AS k (entity, record_id)
+            "SELECT k.i, r.version, r.fields, r.meta, r.deleted, r.deleted_hlc
+             FROM UNNEST($2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS k (entity, record_id, i)
              JOIN records r ON r.tenant = $1 AND r.entity = k.entity AND r.record_id = k.record_id",
         )
         .await?;
-    let mut found = HashMap::with_capacity(keys.len());
+    let mut found: Vec<Option<StoredRecord>> = vec![None; keys.len()];
     for row in client.query(&stmt, &[&tenant, &entities, &ids]).await? {
-        let (entity, record_id): (String, String) = (row.get(0), row.get(1));
+        let i = usize::try_from(row.get::<_, i64>(0) - 1).map_err(|_| Error::Corrupt("ordinality"))?;
+        let (entity, record_id) = keys.get(i).ok_or(Error::Corrupt("ordinality"))?;
         let deleted_hlc = row
-            .get::<_, Option<&str>>(6)
+            .get::<_, Option<&str>>(5)
             .map(|h| h.parse::<Hlc>().map_err(|_| Error::Corrupt("records.deleted_hlc")))
             .transpose()?;
-        let rec = StoredRecord {
+        found[i] = Some(StoredRecord {
             entity: entity.clone(),
             record_id: record_id.clone(),
-            version: to_u64(row.get(2), "records.version")?,
-            fields: serde_json::from_str(row.get::<_, &str>(3))?,
-            meta: crate::meta::decode(row.get::<_, &str>(4))?,
-            deleted: row.get(5),
+            version: to_u64(row.get(1), "records.version")?,
+            fields: serde_json::from_str(row.get::<_, &str>(2))?,
+            meta: crate::meta::decode(row.get::<_, &str>(3))?,
+            deleted: row.get(4),
             deleted_hlc,
-        };
-        found.insert((entity, record_id), rec);
+        });
     }
     Ok(found)
 }

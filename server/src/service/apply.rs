@@ -1,14 +1,13 @@
 //! What a push means, written once for every server store: the key replay, the op replay, the
 //! conflict check and the feed numbering, inside the transaction the store opens.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use converge_core::Scope;
 use converge_core::check::{Decision, Rules, StoredRecord, decide};
-use converge_core::server_store::{PushWrites, RecordKey, ServerStore, StoredPush};
+use converge_core::server_store::{Loaded, PushWrites, ServerStore, StoredPush};
 use converge_core::wire::{Accepted, Mutation, OpOutcome, PushResponse};
-use uuid::Uuid;
 
 /// Applies a batch in one transaction of `store`. For each mutation in order: an op id seen
 /// before (in this tenant) answers its stored outcome and changes nothing; otherwise
@@ -26,39 +25,49 @@ pub(crate) async fn apply_batch(
     rules: &Rules,
 ) -> converge_core::Result<Result<PushResponse, StoredPush>> {
     let mut tx = store.begin_push(&scope.tenant).await?;
-    let op_ids: Vec<Uuid> = mutations.iter().map(|m| m.op_id).collect();
-    let mut wanted: Vec<RecordKey> = Vec::with_capacity(mutations.len());
-    let mut seen_keys = HashSet::with_capacity(mutations.len());
-    for m in &mutations {
-        let k = (m.entity.clone(), m.record_id.clone());
-        if seen_keys.insert(k.clone()) {
-            wanted.push(k);
+    // Each record the batch names once, and for each mutation the index of its record.
+    let mut index: HashMap<(&str, &str), usize> = HashMap::with_capacity(mutations.len());
+    let mut wanted = Vec::with_capacity(mutations.len());
+    let slots: Vec<usize> = mutations
+        .iter()
+        .map(|m| {
+            *index.entry((m.entity.as_str(), m.record_id.as_str())).or_insert_with(|| {
+                wanted.push((m.entity.clone(), m.record_id.clone()));
+                wanted.len() - 1
+            })
+        })
+        .collect();
+    let op_ids = mutations.iter().map(|m| m.op_id).collect();
+    let (first, mut records, answered) = match tx.load(&scope.user, key, op_ids, wanted).await? {
+        Loaded { stored: Some(stored), .. } => {
+            tx.rollback().await?;
+            return Ok(Err(stored));
         }
-    }
-    let loaded = tx.load(&scope.user, key, &op_ids, &wanted).await?;
-    if let Some(stored) = loaded.stored {
-        tx.rollback().await?;
-        return Ok(Err(stored));
-    }
-    let (mut records, mut answered) = (loaded.records, loaded.op_results);
-    let first = tx.seq();
+        Loaded { seq, records, op_results, .. } => (seq, records, op_results),
+    };
     let mut seq = first;
     let mut response = PushResponse::default();
-    // The records changed, with the feed position of their last change.
-    let mut changed: HashMap<RecordKey, u64> = HashMap::new();
-    let mut op_results = Vec::new();
-    for m in &mutations {
+    // Per record: the feed position of its last change in this batch.
+    let mut changed: Vec<Option<u64>> = vec![None; records.len()];
+    let mut op_results: Vec<(uuid::Uuid, OpOutcome)> = Vec::new();
+    // Where each final outcome of this batch is in `op_results`: an op id twice in one batch
+    // (the service refuses such a batch) answers its first outcome again, as a resend would.
+    let mut answered_now: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for (m, &slot) in mutations.iter().zip(&slots) {
         if let Some(stored) = answered.get(&m.op_id) {
             response.push(stored.clone());
             continue;
         }
-        let k = (m.entity.clone(), m.record_id.clone());
-        let outcome = match decide(m, records.get(&k), rules) {
+        if let Some(&i) = answered_now.get(&m.op_id) {
+            response.push(op_results[i].1.clone());
+            continue;
+        }
+        let outcome = match decide(m, records[slot].as_ref(), rules) {
             Decision::Apply(rec) => {
                 seq += 1;
                 let version = rec.version;
-                records.insert(k.clone(), rec);
-                changed.insert(k, seq);
+                records[slot] = Some(rec);
+                changed[slot] = Some(seq);
                 OpOutcome::Accepted(Accepted {
                     op_id: m.op_id,
                     entity: m.entity.clone(),
@@ -69,16 +78,14 @@ pub(crate) async fn apply_batch(
             Decision::Answer(outcome) => outcome,
         };
         if Decision::outcome_is_final(&outcome) {
-            // An op id twice in one batch (the service refuses such a batch) answers its first
-            // outcome the second time, as a resend in a later batch would.
-            answered.insert(m.op_id, outcome.clone());
+            answered_now.insert(m.op_id, op_results.len());
             op_results.push((m.op_id, outcome.clone()));
         }
         response.push(outcome);
     }
     let mut written: Vec<(StoredRecord, u64)> =
-        changed.into_iter().filter_map(|(k, at)| records.remove(&k).map(|rec| (rec, at))).collect();
-    written.sort_by_key(|(_, at)| *at);
+        records.into_iter().zip(changed).filter_map(|(rec, at)| Some((rec?, at?))).collect();
+    written.sort_unstable_by_key(|(_, at)| *at);
     tx.write(PushWrites {
         user: scope.user.clone(),
         key: key.to_owned(),

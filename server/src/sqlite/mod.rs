@@ -237,7 +237,7 @@ impl SqliteServerStore {
 #[async_trait]
 impl ServerStore for SqliteServerStore {
     async fn begin_push(&self, tenant: &str) -> converge_core::Result<Box<dyn PushTx>> {
-        Ok(Box::new(push_tx::SqlitePushTx::begin(self.clone(), tenant).await?))
+        Ok(Box::new(push_tx::SqlitePushTx::begin(self.clone(), tenant).await))
     }
 
     async fn changes(&self, tenant: &str, after: u64, limit: u32) -> converge_core::Result<FeedPage> {

@@ -1,7 +1,7 @@
-//! A push's write transaction on SQLite: `BEGIN IMMEDIATE` on the writer connection, held across
-//! the service's calls by the store's writer token, each call run on the blocking pool.
-
-use std::collections::HashMap;
+//! A push's write transaction on SQLite, in two calls on the blocking pool: `load` begins an
+//! immediate transaction on the writer connection and reads; `commit` writes the rows `write`
+//! handed over and commits. The store's writer token, held from `begin` to the end, keeps every
+//! other writer off the connection in between.
 
 use async_trait::async_trait;
 use converge_core::server_store::{Loaded, PushTx, PushWrites, RecordKey};
@@ -19,42 +19,16 @@ pub(crate) struct SqlitePushTx {
     /// The writer token; `None` once the transaction has ended.
     token: Option<OwnedMutexGuard<()>>,
     tenant: String,
-    seq: u64,
+    /// The rows to write at commit.
+    writes: Option<PushWrites>,
 }
 
 impl SqlitePushTx {
-    /// Takes the writer token, begins an immediate transaction and reads the tenant's counter
-    /// (made if missing). SQLite's write lock covers the whole file, so the counter row is locked
-    /// with it.
-    pub(crate) async fn begin(store: SqliteServerStore, tenant: &str) -> Result<SqlitePushTx> {
+    /// Takes the writer token. SQLite's write lock covers the whole file, so the transaction
+    /// `load` begins holds the tenant's counter row with everything else.
+    pub(crate) async fn begin(store: SqliteServerStore, tenant: &str) -> SqlitePushTx {
         let token = store.writer.clone().lock_owned().await;
-        let (owned, checkpointer) = (tenant.to_owned(), store.checkpointer.clone());
-        let seq = blocking(&store, move |conn| {
-            if let Some(c) = &checkpointer {
-                c.restart_if_due(conn);
-            }
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            let counted = rows::ensure_counter(conn, &owned).and_then(|()| rows::counter(conn, &owned));
-            if counted.is_err() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            Ok(counted?.0)
-        })
-        .await?;
-        Ok(SqlitePushTx { store, token: Some(token), tenant: tenant.to_owned(), seq })
-    }
-
-    async fn end(mut self: Box<Self>, sql: &'static str) -> Result<()> {
-        let token = self.token.take();
-        blocking(&self.store, move |conn| {
-            let _token = token;
-            let ended = conn.execute_batch(sql);
-            if ended.is_err() && !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            Ok(ended?)
-        })
-        .await
+        SqlitePushTx { store, token: Some(token), tenant: tenant.to_owned(), writes: None }
     }
 }
 
@@ -67,67 +41,104 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || store.with_conn(f)).await.map_err(|e| Error::Task(e.to_string()))?
 }
 
+/// Writes a push's rows (the transaction is open).
+fn write(conn: &Connection, tenant: &str, writes: &PushWrites) -> Result<()> {
+    let now = rows::to_i64(writes.now_ms, "now")?;
+    for (rec, seq) in &writes.records {
+        rows::save_record(conn, tenant, rec, rows::to_i64(*seq, "seq")?, now)?;
+    }
+    for (op_id, outcome) in &writes.op_results {
+        rows::insert_op_result(conn, tenant, *op_id, outcome, now)?;
+    }
+    if let Some(seq) = writes.seq {
+        rows::set_seq(conn, tenant, seq)?;
+    }
+    rows::insert_push(conn, tenant, &writes.user, &writes.key, &writes.push, now)
+}
+
+/// Ends the open transaction with `sql` (COMMIT or ROLLBACK); a COMMIT that fails leaves
+/// nothing open behind it.
+fn end(conn: &Connection, sql: &str) -> Result<()> {
+    let ended = conn.execute_batch(sql);
+    if ended.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    Ok(ended?)
+}
+
 #[async_trait]
 impl PushTx for SqlitePushTx {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-
     async fn load(
         &mut self,
         user: &str,
         key: &str,
-        op_ids: &[Uuid],
-        records: &[RecordKey],
+        op_ids: Vec<Uuid>,
+        records: Vec<RecordKey>,
     ) -> converge_core::Result<Loaded> {
         let (tenant, user, key) = (self.tenant.clone(), user.to_owned(), key.to_owned());
-        let (op_ids, records) = (op_ids.to_vec(), records.to_vec());
+        let checkpointer = self.store.checkpointer.clone();
         Ok(blocking(&self.store, move |conn| {
-            let stored = rows::stored_push(conn, &tenant, &user, &key)?;
-            if stored.is_some() {
-                return Ok(Loaded { stored, ..Loaded::default() });
+            // A long log is started over before the transaction, not inside it.
+            if let Some(c) = &checkpointer {
+                c.restart_if_due(conn);
             }
-            let op_results = rows::op_results(conn, &tenant, op_ids.into_iter())?;
-            let mut found = HashMap::with_capacity(records.len());
-            for (entity, record_id) in records {
-                if let Some(rec) = rows::load_record(conn, &tenant, &entity, &record_id)? {
-                    found.insert((entity, record_id), rec);
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let read = || -> Result<Loaded> {
+                rows::ensure_counter(conn, &tenant)?;
+                let seq = rows::counter(conn, &tenant)?.0;
+                let stored = rows::stored_push(conn, &tenant, &user, &key)?;
+                if stored.is_some() {
+                    return Ok(Loaded { seq, stored, ..Loaded::default() });
                 }
+                let op_results = rows::op_results(conn, &tenant, op_ids.into_iter())?;
+                let found = records
+                    .iter()
+                    .map(|(entity, record_id)| rows::load_record(conn, &tenant, entity, record_id))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Loaded { seq, stored: None, op_results, records: found })
+            };
+            let loaded = read();
+            if loaded.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
             }
-            Ok(Loaded { stored: None, op_results, records: found })
+            loaded
         })
         .await?)
     }
 
     async fn write(&mut self, writes: PushWrites) -> converge_core::Result<()> {
-        let tenant = self.tenant.clone();
-        Ok(blocking(&self.store, move |conn| {
-            let now = rows::to_i64(writes.now_ms, "now")?;
-            for (rec, seq) in &writes.records {
-                rows::save_record(conn, &tenant, rec, rows::to_i64(*seq, "seq")?, now)?;
-            }
-            for (op_id, outcome) in &writes.op_results {
-                rows::insert_op_result(conn, &tenant, *op_id, outcome, now)?;
-            }
-            if let Some(seq) = writes.seq {
-                rows::set_seq(conn, &tenant, seq)?;
-            }
-            rows::insert_push(conn, &tenant, &writes.user, &writes.key, &writes.push, now)
-        })
-        .await?)
-    }
-
-    async fn commit(self: Box<Self>) -> converge_core::Result<()> {
-        let store = self.store.clone();
-        self.end("COMMIT").await?;
-        if let Some(c) = &store.checkpointer {
-            c.committed();
-        }
+        self.writes = Some(writes);
         Ok(())
     }
 
-    async fn rollback(self: Box<Self>) -> converge_core::Result<()> {
-        Ok(self.end("ROLLBACK").await?)
+    async fn commit(mut self: Box<Self>) -> converge_core::Result<()> {
+        let (token, writes, tenant) = (self.token.take(), self.writes.take(), std::mem::take(&mut self.tenant));
+        let checkpointer = self.store.checkpointer.clone();
+        blocking(&self.store, move |conn| {
+            let _token = token;
+            if let Some(writes) = &writes
+                && let Err(e) = write(conn, &tenant, writes)
+            {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+            end(conn, "COMMIT")?;
+            if let Some(c) = &checkpointer {
+                c.committed();
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn rollback(mut self: Box<Self>) -> converge_core::Result<()> {
+        let token = self.token.take();
+        Ok(blocking(&self.store, move |conn| {
+            let _token = token;
+            end(conn, "ROLLBACK")
+        })
+        .await?)
     }
 }
 
