@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use converge_core::check::Rules;
-use converge_core::{Engine, EngineConfig, PushBatch, PushRequest, SyncApi};
+use converge_core::{Engine, EngineConfig};
 use converge_server::{PgOptions, PgServerStore};
 use converge_sqlite::SqliteStore;
 use uuid::Uuid;
 
-use super::{fields, mutation, offline};
+use super::{fields, offline, push_throughput};
 use crate::serve::{DEV_SECRET, RunningServer, redact, sqlite_store, start};
 
 /// Concurrent clients (each on a tenant of its own) in the concurrent push leg.
@@ -132,7 +132,7 @@ async fn measure(name: &'static str, nodes: &[RunningServer], dir: &Path, ops: u
     let tenant = |what: &str| format!("bench-{run_id}-{store_name}-{what}");
     // One client, batches of 50, one after another: latency-bound.
     let api = offline::connect(&nodes[0].url(), &tenant("one"))?;
-    let one_client = push_rate(api.as_ref(), ops, 50).await?;
+    let one_client = push_throughput(api.as_ref(), ops, 50).await?;
     // Concurrent clients on tenants of their own, spread over the nodes.
     let cpu = Cpu::now();
     let started = Instant::now();
@@ -140,7 +140,7 @@ async fn measure(name: &'static str, nodes: &[RunningServer], dir: &Path, ops: u
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let api = offline::connect(&nodes[c % nodes.len()].url(), &tenant(&format!("c{c}")))?;
-        tasks.push(tokio::spawn(async move { push_rate(api.as_ref(), per_client, 50).await }));
+        tasks.push(tokio::spawn(async move { push_throughput(api.as_ref(), per_client, 50).await }));
     }
     for t in tasks {
         t.await??;
@@ -184,22 +184,6 @@ async fn measure(name: &'static str, nodes: &[RunningServer], dir: &Path, ops: u
         node_us: spent.node.as_secs_f64() * 1e6 / n,
         pg_us: spent.postgres.map(|d| d.as_secs_f64() * 1e6 / n),
     })
-}
-
-async fn push_rate(api: &dyn SyncApi, ops: usize, batch: usize) -> Result<f64> {
-    let device = format!("bench-{}", Uuid::now_v7().simple());
-    let all: Vec<_> = (0..ops).map(|i| mutation(i, &device)).collect();
-    let t = Instant::now();
-    for chunk in all.chunks(batch) {
-        let resp = api
-            .push(PushRequest {
-                idempotency_key: Uuid::now_v7().to_string(),
-                batch: PushBatch { device_id: device.clone(), mutations: chunk.to_vec() },
-            })
-            .await?;
-        ensure!(resp.accepted.len() == chunk.len(), "the server did not accept every op");
-    }
-    Ok(ops as f64 / t.elapsed().as_secs_f64())
 }
 
 /// pgbench's simple-update rate on the database at `url` with one client and with [`CLIENTS`]

@@ -48,24 +48,16 @@ impl ServerProcess {
     /// Starts a server with extra `serve` arguments and environment variables (e.g. a crash
     /// point: `("CONVERGE_CRASH_AT", "server.apply.before_commit")`). Restarts keep them.
     pub fn start_with_env(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<ServerProcess> {
-        let mut s = ServerProcess {
-            bin: bin.to_path_buf(),
-            child: None,
-            dir: tempfile::tempdir()?,
-            port: 0,
-            grpc_port: 0,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            db: None,
-        };
-        s.set_env(env);
-        s.spawn()?;
-        Ok(s)
+        Self::launch(bin, None, extra, env)
     }
 
     /// Starts a server on the database `db` (a PostgreSQL URL, or several `--db` values joined
     /// by spaces for shards), with extra `serve` arguments and environment variables.
     pub fn start_on(bin: &Path, db: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<ServerProcess> {
+        Self::launch(bin, Some(db.to_owned()), extra, env)
+    }
+
+    fn launch(bin: &Path, db: Option<String>, extra: &[&str], env: &[(&str, &str)]) -> Result<ServerProcess> {
         let mut s = ServerProcess {
             bin: bin.to_path_buf(),
             child: None,
@@ -74,7 +66,7 @@ impl ServerProcess {
             grpc_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
-            db: Some(db.to_owned()),
+            db,
         };
         s.set_env(env);
         s.spawn()?;
