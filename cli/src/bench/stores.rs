@@ -130,6 +130,10 @@ async fn stop(nodes: Vec<RunningServer>) -> Result<()> {
 async fn measure(name: &'static str, nodes: &[RunningServer], dir: &Path, ops: usize, run_id: &str) -> Result<Figures> {
     let store_name: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
     let tenant = |what: &str| format!("bench-{run_id}-{store_name}-{what}");
+    // A short warm-up on every node (connections, prepared statements, the first pages).
+    for (i, n) in nodes.iter().enumerate() {
+        push_throughput(offline::connect(&n.url(), &tenant(&format!("warm{i}")))?.as_ref(), 1000, 50).await?;
+    }
     // One client, batches of 50, one after another: latency-bound.
     let api = offline::connect(&nodes[0].url(), &tenant("one"))?;
     let one_client = push_throughput(api.as_ref(), ops, 50).await?;
