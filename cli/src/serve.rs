@@ -45,7 +45,8 @@ pub(crate) struct ServeArgs {
     /// The gRPC address to listen on, beside HTTP on the same store; `off` serves HTTP only.
     #[arg(long, default_value = "127.0.0.1:7879", value_parser = parse_grpc_listen)]
     grpc_listen: GrpcListen,
-    /// The HS256 secret that signs tokens (default: a development secret, with a warning).
+    /// The HS256 secret that signs tokens. Without one the server uses a development secret,
+    /// with a warning, and only on loopback addresses: it refuses to listen beyond them.
     #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Most mutations in one batch.
@@ -306,7 +307,24 @@ fn spawn_compaction(service: SyncService, c: Compaction) -> JoinHandle<()> {
     })
 }
 
+/// Refuses the development secret on an address beyond loopback: anyone who can reach the
+/// server could mint a token for any tenant with it.
+fn check_exposure(given: Option<&str>, listen: SocketAddr, grpc: Option<SocketAddr>) -> Result<()> {
+    if given.is_some_and(|s| !s.is_empty()) {
+        return Ok(());
+    }
+    if let Some(open) = std::iter::once(listen).chain(grpc).find(|a| !a.ip().is_loopback()) {
+        bail!(
+            "{open} is reachable beyond this machine, and no token secret is set: with the development secret \
+             anyone could mint a token for any tenant. Set one with --jwt-secret or CONVERGE_JWT_SECRET (for \
+             example: export CONVERGE_JWT_SECRET=$(openssl rand -hex 32)), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    check_exposure(args.jwt_secret.as_deref(), args.listen, args.grpc_listen.0)?;
     let secret = secret(args.jwt_secret, true);
     let limits = Limits {
         max_batch: args.max_batch,
@@ -395,6 +413,18 @@ pub(crate) async fn shards(args: ShardsArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_development_secret_is_for_loopback_only() {
+        let local: std::net::SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:7878".parse().unwrap();
+        let v6_local: std::net::SocketAddr = "[::1]:7879".parse().unwrap();
+        assert!(super::check_exposure(None, local, Some(v6_local)).is_ok());
+        let err = super::check_exposure(None, any, None).unwrap_err().to_string();
+        assert!(err.contains("0.0.0.0:7878") && err.contains("CONVERGE_JWT_SECRET"), "{err}");
+        assert!(super::check_exposure(Some(""), local, Some(any)).is_err(), "gRPC counts too; an empty secret is none");
+        assert!(super::check_exposure(Some("s3cret"), any, Some(any)).is_ok());
+    }
+
     #[test]
     fn passwords_are_not_shown() {
         assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");

@@ -254,3 +254,31 @@ fn watch_keeps_syncing_in_the_background_and_prints_each_status() {
     let list = client(b, &url, &token, &["list", "notes"]);
     assert_eq!(list.as_array().unwrap().len(), 2, "both writes reached the server: {list}");
 }
+
+#[test]
+fn serve_beyond_loopback_needs_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0", "--grpc-listen", "off"])
+        .env_remove("CONVERGE_JWT_SECRET")
+        .output()
+        .expect("run converge serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no token secret is set") && err.contains("CONVERGE_JWT_SECRET"), "{err}");
+    assert!(!db.exists(), "nothing was opened");
+    // With a secret it serves beyond loopback.
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0", "--grpc-listen", "off"])
+        .env("CONVERGE_JWT_SECRET", converge_test_support::SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run converge serve");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("listening on http://0.0.0.0:"), "{first}");
+}
