@@ -121,6 +121,13 @@ pub(crate) struct TokenArgs {
     /// The HS256 secret (the server's).
     #[arg(long, env = "CONVERGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Narrow the token to these scopes (comma separated): sync:read (pull, records, events),
+    /// sync:write (push). Default: both.
+    #[arg(long, value_delimiter = ',')]
+    scope: Vec<String>,
+    /// Narrow the token to these entity types (comma separated). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    entities: Vec<String>,
 }
 
 fn secret(given: Option<String>, warn: bool) -> String {
@@ -137,7 +144,9 @@ pub(crate) fn token(args: TokenArgs) -> Result<()> {
         bail!("--tenant and --user must not be empty");
     }
     let auth = JwtAuth::new(secret(args.jwt_secret, false).as_bytes());
-    println!("{}", auth.issue(&args.tenant, &args.user, args.ttl)?);
+    let scope = (!args.scope.is_empty()).then(|| args.scope.join(" "));
+    let entities = (!args.entities.is_empty()).then_some(args.entities.as_slice());
+    println!("{}", auth.issue_scoped(&args.tenant, &args.user, args.ttl, scope.as_deref(), entities)?);
     Ok(())
 }
 

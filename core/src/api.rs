@@ -7,13 +7,48 @@ use async_trait::async_trait;
 use crate::error::{ApiError, Result};
 use crate::wire::{Change, Notice, PullRequest, PullResponse, PushRequest, PushResponse};
 
-/// Who is calling: everything a call reads or writes is inside the tenant.
+/// Who is calling: everything a call reads or writes is inside the tenant, and only as far as
+/// `access` allows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// The tenant (the shard key).
     pub tenant: String,
     /// The user within the tenant.
     pub user: String,
+    /// What the caller's token allows.
+    pub access: Access,
+}
+
+impl Scope {
+    /// A caller with full access (a token that names no scopes).
+    pub fn new(tenant: impl Into<String>, user: impl Into<String>) -> Scope {
+        Scope { tenant: tenant.into(), user: user.into(), access: Access::default() }
+    }
+}
+
+/// What a token allows: reading (pull, records, events), writing (push), and the entity types it
+/// may touch. The default, for a token that names none of this, is everything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// `sync:read`: pull the feed, read records, subscribe to notices.
+    pub read: bool,
+    /// `sync:write`: push mutations.
+    pub write: bool,
+    /// The entity types the token may write and read; `None` for all.
+    pub entities: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access { read: true, write: true, entities: None }
+    }
+}
+
+impl Access {
+    /// Whether the token may touch `entity`.
+    pub fn allows_entity(&self, entity: &str) -> bool {
+        self.entities.as_ref().is_none_or(|e| e.contains(entity))
+    }
 }
 
 /// The sync protocol. The engine talks to `dyn SyncApi`; the server's `SyncService` implements it,

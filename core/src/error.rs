@@ -12,6 +12,9 @@ pub enum Code {
     Unauthorized,
     /// The bearer token has expired.
     TokenExpired,
+    /// The token's scopes do not allow this: a route needing `sync:read` or `sync:write`, or (per
+    /// op, and for a record) an entity outside the token's list.
+    Forbidden,
     /// A push without an `Idempotency-Key`.
     IdempotencyKeyMissing,
     /// The `Idempotency-Key` was used before with another body.
@@ -45,6 +48,7 @@ impl Code {
             Code::InvalidRequest => "invalid_request",
             Code::Unauthorized => "unauthorized",
             Code::TokenExpired => "token_expired",
+            Code::Forbidden => "forbidden",
             Code::IdempotencyKeyMissing => "idempotency_key_missing",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::IdempotencyKeyInFlight => "idempotency_key_in_flight",
@@ -70,6 +74,7 @@ impl Code {
         match self {
             Code::InvalidRequest | Code::IdempotencyKeyMissing => 400,
             Code::Unauthorized | Code::TokenExpired => 401,
+            Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::IdempotencyKeyInFlight => 409,
             Code::CursorExpired => 410,

@@ -16,7 +16,7 @@ pub mod server_store;
 pub mod store;
 pub mod wire;
 
-pub use api::{AuthProvider, Authenticator, Scope, StaticToken, Subscription, SyncApi, Tenancy};
+pub use api::{Access, AuthProvider, Authenticator, Scope, StaticToken, Subscription, SyncApi, Tenancy};
 pub use engine::{
     Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Notices, Phase, RecordChange, RecordState,
     RecordView, SyncReport, SyncStatus, WorkerConfig, WorkerHandle,

@@ -18,6 +18,32 @@ pub struct Claims {
     pub tenant: String,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// What the token may do, space separated (OAuth style): `sync:read` (pull, records,
+    /// events) and `sync:write` (push). Absent: both. Words it does not know are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The entity types the token may write and read. Absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<String>>,
+}
+
+/// The scope word that allows pulling, reading records and subscribing.
+pub const SCOPE_READ: &str = "sync:read";
+/// The scope word that allows pushing.
+pub const SCOPE_WRITE: &str = "sync:write";
+
+impl Claims {
+    /// What these claims allow.
+    pub fn access(&self) -> converge_core::Access {
+        let (read, write) = match &self.scope {
+            None => (true, true),
+            Some(words) => {
+                let has = |w: &str| words.split_whitespace().any(|x| x == w);
+                (has(SCOPE_READ), has(SCOPE_WRITE))
+            }
+        };
+        converge_core::Access { read, write, entities: self.entities.as_ref().map(|e| e.iter().cloned().collect()) }
+    }
 }
 
 /// Issues and checks HS256 tokens with one shared secret.
@@ -52,7 +78,46 @@ impl JwtAuth {
         check_name("tenant", tenant).map_err(|e| Error::InvalidInput(e.into()))?;
         check_name("user", user).map_err(|e| Error::InvalidInput(e.into()))?;
         let exp = unix_now().checked_add(ttl.as_secs()).ok_or_else(|| Error::InvalidInput("ttl is too long".into()))?;
-        self.sign(&Claims { sub: user.to_owned(), tenant: tenant.to_owned(), exp })
+        self.sign(&Claims { sub: user.to_owned(), tenant: tenant.to_owned(), exp, scope: None, entities: None })
+    }
+
+    /// A token for `user` in `tenant`, valid for `ttl`, narrowed to `scope` (space separated
+    /// words, e.g. `sync:read`) and `entities`, where given.
+    pub fn issue_scoped(
+        &self,
+        tenant: &str,
+        user: &str,
+        ttl: Duration,
+        scope: Option<&str>,
+        entities: Option<&[String]>,
+    ) -> Result<String> {
+        check_name("tenant", tenant).map_err(|e| Error::InvalidInput(e.into()))?;
+        check_name("user", user).map_err(|e| Error::InvalidInput(e.into()))?;
+        if let Some(words) = scope {
+            if words.split_whitespace().next().is_none() {
+                return Err(Error::InvalidInput(format!("an empty scope: give {SCOPE_READ} and/or {SCOPE_WRITE}")));
+            }
+            for w in words.split_whitespace() {
+                if w != SCOPE_READ && w != SCOPE_WRITE {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown scope {w:?}: use {SCOPE_READ} and/or {SCOPE_WRITE}"
+                    )));
+                }
+            }
+        }
+        if let Some(entities) = entities {
+            for e in entities {
+                converge_core::model::validate_entity(e).map_err(|e| Error::InvalidInput(e.to_string()))?;
+            }
+        }
+        let exp = unix_now().checked_add(ttl.as_secs()).ok_or_else(|| Error::InvalidInput("ttl is too long".into()))?;
+        self.sign(&Claims {
+            sub: user.to_owned(),
+            tenant: tenant.to_owned(),
+            exp,
+            scope: scope.map(str::to_owned),
+            entities: entities.map(<[String]>::to_vec),
+        })
     }
 
     /// Signs arbitrary claims (also expired ones: tests and tools need those).
@@ -78,7 +143,8 @@ impl JwtAuth {
 impl Authenticator for JwtAuth {
     fn authenticate(&self, bearer: &str) -> std::result::Result<Scope, ApiError> {
         let claims = self.verify(bearer)?;
-        Ok(Scope { tenant: claims.tenant, user: claims.sub })
+        let access = claims.access();
+        Ok(Scope { tenant: claims.tenant, user: claims.sub, access })
     }
 }
 
@@ -114,7 +180,7 @@ mod tests {
         let auth = JwtAuth::new(b"secret");
         let token = auth.issue("acme", "alice", Duration::from_secs(3600)).unwrap();
         let scope = auth.authenticate(&token).unwrap();
-        assert_eq!(scope, Scope { tenant: "acme".into(), user: "alice".into() });
+        assert_eq!(scope, Scope::new("acme", "alice"));
         let claims = auth.verify(&token).unwrap();
         let now = unix_now();
         assert!(claims.exp >= now + 3599 && claims.exp <= now + 3601, "{}", claims.exp);
@@ -123,7 +189,8 @@ mod tests {
     #[test]
     fn an_expired_token_is_token_expired_with_zero_leeway() {
         let auth = JwtAuth::new(b"secret");
-        let claims = Claims { sub: "alice".into(), tenant: "acme".into(), exp: unix_now() - 2 };
+        let claims =
+            Claims { sub: "alice".into(), tenant: "acme".into(), exp: unix_now() - 2, scope: None, entities: None };
         let token = auth.sign(&claims).unwrap();
         assert_eq!(code(&auth, &token), Code::TokenExpired);
     }
@@ -139,7 +206,9 @@ mod tests {
         // Wrong signature, also when it has expired: the signature is checked first.
         let foreign = other.issue("acme", "alice", Duration::from_secs(600)).unwrap();
         assert_eq!(code(&auth, &foreign), Code::Unauthorized);
-        let foreign_expired = other.sign(&Claims { sub: "a".into(), tenant: "t".into(), exp: exp - 1200 }).unwrap();
+        let foreign_expired = other
+            .sign(&Claims { sub: "a".into(), tenant: "t".into(), exp: exp - 1200, scope: None, entities: None })
+            .unwrap();
         assert_eq!(code(&auth, &foreign_expired), Code::Unauthorized);
         // A tampered payload.
         let good = auth.issue("acme", "alice", Duration::from_secs(600)).unwrap();
@@ -148,9 +217,11 @@ mod tests {
         parts[1] = forged.split('.').nth(1).unwrap().to_owned();
         assert_eq!(code(&auth, &parts.join(".")), Code::Unauthorized);
         // Empty tenant or user.
-        let empty_tenant = auth.sign(&Claims { sub: "a".into(), tenant: String::new(), exp }).unwrap();
+        let empty_tenant =
+            auth.sign(&Claims { sub: "a".into(), tenant: String::new(), exp, scope: None, entities: None }).unwrap();
         assert_eq!(code(&auth, &empty_tenant), Code::Unauthorized);
-        let empty_user = auth.sign(&Claims { sub: String::new(), tenant: "t".into(), exp }).unwrap();
+        let empty_user =
+            auth.sign(&Claims { sub: String::new(), tenant: "t".into(), exp, scope: None, entities: None }).unwrap();
         assert_eq!(code(&auth, &empty_user), Code::Unauthorized);
     }
 
@@ -177,7 +248,7 @@ mod tests {
         // Another algorithm with the same secret.
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
-            &Claims { sub: "a".into(), tenant: "t".into(), exp },
+            &Claims { sub: "a".into(), tenant: "t".into(), exp, scope: None, entities: None },
             &key,
         )
         .unwrap();

@@ -130,7 +130,17 @@ impl ScopedSync {
         &self.scope
     }
 
+    /// Refuses the call unless the token allows `what` (`sync:read` or `sync:write`).
+    fn require(&self, allowed: bool, what: &str) -> converge_core::Result<()> {
+        if allowed {
+            return Ok(());
+        }
+        debug!(needs = what, "refused: the token lacks the scope");
+        Err(ApiError::new(Code::Forbidden, format!("the token does not allow this: it needs the scope {what}")).into())
+    }
+
     async fn push_in_span(&self, req: PushRequest) -> converge_core::Result<PushResponse> {
+        self.require(self.scope.access.write, crate::auth::SCOPE_WRITE)?;
         let key = req.idempotency_key.as_str();
         validate_idempotency_key(key)?;
         Span::current().record("key", key);
@@ -164,6 +174,7 @@ impl ScopedSync {
     }
 
     async fn pull_in_span(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
+        self.require(self.scope.access.read, crate::auth::SCOPE_READ)?;
         let limit = match req.limit {
             None => PULL_LIMIT_DEFAULT,
             Some(0) => return Err(ApiError::invalid("limit is at least 1").into()),
@@ -187,18 +198,28 @@ impl ScopedSync {
         }
         debug!(after, changes = page.changes.len(), last_seq = page.last_seq, has_more = page.has_more, "pull");
         let next = Cursor { seq: page.last_seq, horizon: page.horizon };
-        Ok(PullResponse { changes: page.changes, cursor: next.encode(), has_more: page.has_more })
+        let mut changes = page.changes;
+        // A token limited to some entity types sees only those; the cursor moves past the rest.
+        if self.scope.access.entities.is_some() {
+            changes.retain(|c| self.scope.access.allows_entity(&c.entity));
+        }
+        Ok(PullResponse { changes, cursor: next.encode(), has_more: page.has_more })
     }
 
     async fn record_in_span(&self, entity: &str, record_id: &str) -> converge_core::Result<Change> {
+        self.require(self.scope.access.read, crate::auth::SCOPE_READ)?;
         validate_entity(entity).map_err(|e| ApiError::invalid(e.to_string()))?;
         validate_record_id(record_id).map_err(|e| ApiError::invalid(e.to_string()))?;
+        if !self.scope.access.allows_entity(entity) {
+            return Err(ApiError::new(Code::Forbidden, "the token may not read this entity type").into());
+        }
         let found =
             self.inner.store.record(&self.scope.tenant, entity, record_id).await.map_err(store_error("record"))?;
         found.ok_or_else(|| ApiError::new(Code::NotFound, "no such record").into())
     }
 
     async fn subscribe_in_span(&self, cursor: Option<String>) -> converge_core::Result<Subscription> {
+        self.require(self.scope.access.read, crate::auth::SCOPE_READ)?;
         let tenant = self.scope.tenant.clone();
         let cursor = cursor.as_deref().filter(|c| !c.is_empty()).map(decode_cursor).transpose()?;
         // Watching before the first read: a push after that read wakes the subscription.

@@ -115,7 +115,7 @@ async fn run(steps: Vec<Step>) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
     let service = SyncService::new(Arc::new(store), Limits { max_record_bytes: 300, ..Limits::default() });
-    let api = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let api = service.scoped(Scope::new("acme", "u"));
     let mut devices: Vec<Device> = (0..2)
         .map(|i| {
             let path = dir.path().join(format!("d{i}.db"));

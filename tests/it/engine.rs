@@ -29,7 +29,7 @@ impl World {
     }
 
     fn api(&self) -> Arc<dyn SyncApi> {
-        self.service.scoped(Scope { tenant: "acme".into(), user: "u".into() })
+        self.service.scoped(Scope::new("acme", "u"))
     }
 
     fn device(&self, name: &str) -> (Engine, Arc<Faulty>) {

@@ -65,7 +65,7 @@ async fn conflict(answer: Resolution, server_edit: Edit, local_edit: Edit) -> (C
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
     let service = SyncService::new(Arc::new(store), Limits::default());
-    let api: Arc<dyn SyncApi> = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let api: Arc<dyn SyncApi> = service.scoped(Scope::new("acme", "u"));
     let recorder = Arc::new(Recorder { answer, seen: Mutex::new(None) });
     let open = |name: &str, policy: Option<Arc<Recorder>>| {
         let mut b = Engine::builder(Box::new(SqliteStore::open(dir.path().join(name)).unwrap())).api(api.clone());

@@ -63,7 +63,7 @@ fn server() -> Server {
 
 fn device(server: &Server, name: &str, notices: bool) -> (Engine, Arc<Counting>) {
     let api = Arc::new(Counting {
-        inner: server.service.scoped(Scope { tenant: "acme".into(), user: name.into() }),
+        inner: server.service.scoped(Scope::new("acme", name)),
         notices,
         pulls: AtomicU32::new(0),
         subscribes: AtomicU32::new(0),

@@ -40,7 +40,7 @@ impl MergePolicy for Gate {
 
 fn service(dir: &std::path::Path) -> Arc<dyn converge_core::SyncApi> {
     let store = SqliteServerStore::open(&dir.join("server.db")).unwrap();
-    SyncService::new(Arc::new(store), Limits::default()).scoped(Scope { tenant: "acme".into(), user: "u".into() })
+    SyncService::new(Arc::new(store), Limits::default()).scoped(Scope::new("acme", "u"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

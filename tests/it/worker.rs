@@ -116,7 +116,7 @@ fn rig_with(config: EngineConfig, auth: Option<Arc<dyn AuthProvider>>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
     let service = SyncService::new(Arc::new(store), Limits::default());
-    let server = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let server = service.scoped(Scope::new("acme", "u"));
     let api = Arc::new(Scripted {
         inner: server.clone(),
         steps: Mutex::default(),

@@ -282,3 +282,49 @@ fn serve_beyond_loopback_needs_a_secret() {
     let _ = child.wait();
     assert!(first.contains("listening on http://0.0.0.0:"), "{first}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_token_is_minted_refused_with_403_and_a_device_keeps_its_changes() {
+    let srv = server();
+    let secret = converge_test_support::SECRET;
+    let mint = |extra: &[&str]| {
+        let mut args = vec!["token", "--tenant", "acme", "--user", "ann", "--jwt-secret", secret];
+        args.extend_from_slice(extra);
+        converge_status(bin(), &args).unwrap()
+    };
+    let (ok, _, err) = mint(&["--scope", "sync:admin"]);
+    assert!(!ok && err.contains("unknown scope"), "{err}");
+    let (ok, _, err) = mint(&["--entities", "0bad"]);
+    assert!(!ok, "{err}");
+    let (ok, reader, err) = mint(&["--scope", "sync:read"]);
+    assert!(ok, "{err}");
+    let reader = reader.trim().to_owned();
+
+    // Raw HTTP: 403 problem+json with the stable code, nothing applied.
+    let body = crate::idempotency::batch(vec![crate::idempotency::mutation(
+        &crate::idempotency::uuid(),
+        "n1",
+        "create",
+        0,
+        serde_json::json!({}),
+    )]);
+    let answer = crate::idempotency::push(&srv.url(), Some(&reader), Some(&crate::idempotency::uuid()), body).await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.headers.get("content-type").unwrap(), "application/problem+json");
+    assert_eq!(answer.code(), "forbidden");
+
+    // A device whose token may not push keeps its change pending, and sends it with one that may.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let db = db.to_str().unwrap();
+    let (ok, ..) = converge_status(bin(), &["client", "--db", db, "put", "notes", "n1", r#"{"a": 1}"#]).unwrap();
+    assert!(ok);
+    let (ok, _, err) =
+        converge_status(bin(), &["client", "--db", db, "--server", &srv.url(), "--token", &reader, "sync"]).unwrap();
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let status = client(db, &srv.url(), &reader, &["status"]);
+    assert_eq!((status["pending"].as_u64(), status["dead_letters"].as_u64()), (Some(1), Some(0)), "{status}");
+    let full = srv.token("acme", "ann").unwrap();
+    let synced = client(db, &srv.url(), &full, &["sync"]);
+    assert_eq!(synced["report"]["accepted"], 1, "{synced}");
+}

@@ -132,6 +132,13 @@ impl Engine {
                     let reason = e.to_string();
                     self.off_runtime(move |en| en.release_batch(&ops, &reason, OpState::Pending)).await?;
                 }
+                Err(e) if e.code() == Some(Code::Forbidden) => {
+                    // The token may not push at all: the ops wait, pending, for one that may.
+                    tracing::warn!(batch = %key, ops = ops.len(), "the token may not push; the ops stay pending");
+                    let reason = e.to_string();
+                    self.off_runtime(move |en| en.release_batch(&ops, &reason, OpState::Pending)).await?;
+                    return Err(e);
+                }
                 Err(e) if e.class() == ErrorClass::Rejected => {
                     tracing::warn!(batch = %key, code = ?e.code(), ops = ops.len(), "batch refused whole");
                     // A lone op over the body limit is a record the user must make smaller.

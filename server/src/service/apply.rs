@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use converge_core::Code;
 use converge_core::Scope;
 use converge_core::check::{Decision, Rules, StoredRecord, decide};
 use converge_core::server_store::{Loaded, PushWrites, ServerStore, StoredPush};
-use converge_core::wire::{Accepted, Mutation, OpOutcome, PushResponse};
+use converge_core::wire::{Accepted, Mutation, OpOutcome, PushResponse, Rejected};
 
 /// Applies a batch in one transaction of `store`. For each mutation in order: an op id seen
 /// before (in this tenant) answers its stored outcome and changes nothing; otherwise
@@ -60,6 +61,16 @@ pub(crate) async fn apply_batch(
         }
         if let Some(&i) = answered_now.get(&m.op_id) {
             response.push(op_results[i].1.clone());
+            continue;
+        }
+        if !scope.access.allows_entity(&m.entity) {
+            // Not stored under the op id: the same op may be sent again with a token that may.
+            response.push(OpOutcome::Rejected(Rejected {
+                op_id: m.op_id,
+                code: Code::Forbidden,
+                message: "the token may not write this entity type".to_owned(),
+                retryable: false,
+            }));
             continue;
         }
         let outcome = match decide(m, records[slot].as_ref(), rules) {

@@ -106,8 +106,8 @@ fn replay_needs_the_same_body() {
 fn the_in_flight_guard_holds_the_key_until_dropped() {
     let store: Arc<dyn ServerStore> = Arc::new(crate::SqliteServerStore::open_in_memory().unwrap());
     let service = SyncService::new(store, Limits::default());
-    let scope = Scope { tenant: "t".into(), user: "u".into() };
-    let other_user = Scope { tenant: "t".into(), user: "v".into() };
+    let scope = Scope::new("t", "u");
+    let other_user = Scope::new("t", "v");
     let guard = InFlight::begin(&service.inner, &scope, "k").unwrap();
     assert!(InFlight::begin(&service.inner, &scope, "k").is_none());
     // Keys are scoped by tenant and user.
@@ -139,7 +139,7 @@ fn store_failures_map_to_codes_without_details() {
 async fn a_refused_push_is_not_stored() {
     let store = crate::SqliteServerStore::open_in_memory().unwrap();
     let service = SyncService::new(Arc::new(store.clone()), Limits { max_batch: 1, ..Limits::default() });
-    let api = service.for_scope(Scope { tenant: "t".into(), user: "u".into() });
+    let api = service.for_scope(Scope::new("t", "u"));
     let mut two = batch(json!({"a": 1}));
     let mut second = two.mutations[0].clone();
     second.op_id = Uuid::from_u128(8);
@@ -158,7 +158,7 @@ async fn a_refused_push_is_not_stored() {
 #[tokio::test]
 async fn keys_are_checked_first() {
     let store: Arc<dyn ServerStore> = Arc::new(crate::SqliteServerStore::open_in_memory().unwrap());
-    let api = SyncService::new(store, Limits::default()).for_scope(Scope { tenant: "t".into(), user: "u".into() });
+    let api = SyncService::new(store, Limits::default()).for_scope(Scope::new("t", "u"));
     let missing = api.push(PushRequest { idempotency_key: String::new(), batch: batch(json!({})) }).await;
     assert_eq!(missing.unwrap_err().code(), Some(Code::IdempotencyKeyMissing));
     let bad = api.push(PushRequest { idempotency_key: "k\n".into(), batch: batch(json!({})) }).await;
@@ -171,7 +171,7 @@ async fn keys_are_checked_first() {
 #[tokio::test]
 async fn pull_limits_and_record_names_are_checked() {
     let store: Arc<dyn ServerStore> = Arc::new(crate::SqliteServerStore::open_in_memory().unwrap());
-    let api = SyncService::new(store, Limits::default()).for_scope(Scope { tenant: "t".into(), user: "u".into() });
+    let api = SyncService::new(store, Limits::default()).for_scope(Scope::new("t", "u"));
     let zero = api.pull(PullRequest { cursor: None, limit: Some(0) }).await.unwrap_err();
     assert_eq!(zero.code(), Some(Code::InvalidRequest));
     let empty = api.pull(PullRequest { cursor: None, limit: Some(5000) }).await.unwrap();

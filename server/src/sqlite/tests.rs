@@ -14,7 +14,7 @@ fn now_ms() -> i64 {
 }
 
 fn scope(tenant: &str) -> Scope {
-    Scope { tenant: tenant.into(), user: "u".into() }
+    Scope::new(tenant, "u")
 }
 
 fn create(id: &str, n: u128) -> Mutation {
@@ -64,7 +64,7 @@ async fn apply_batch_stores_records_op_results_and_the_response() {
     assert_eq!(store.stored_push(&scope("t"), "k1").await.unwrap(), Some(stored));
     assert_eq!(store.stats("t").unwrap().seq, 3);
     // Keys are per user and per tenant.
-    assert!(store.stored_push(&Scope { tenant: "t".into(), user: "v".into() }, "k1").await.unwrap().is_none());
+    assert!(store.stored_push(&Scope::new("t", "v"), "k1").await.unwrap().is_none());
     assert!(store.stored_push(&scope("t2"), "k1").await.unwrap().is_none());
 
     // An op id seen before answers its stored outcome and changes nothing.

@@ -105,7 +105,7 @@ macro_rules! on_every_backend {
 pub(crate) use on_every_backend;
 
 pub(crate) fn scope(tenant: &str, user: &str) -> Scope {
-    Scope { tenant: tenant.into(), user: user.into() }
+    Scope::new(tenant, user)
 }
 
 pub(crate) fn obj(v: Value) -> converge_core::Fields {

@@ -229,7 +229,7 @@ async fn run_async(seed: u64, config: &SimConfig) -> Outcome {
     let mut rules = Rules::with_limits(Limits::default());
     rules.pins.insert("orders".into(), CheckMode::Record);
     let service = SyncService::with_rules(Arc::new(store.clone()), rules);
-    let api = service.scoped(Scope { tenant: "sim".into(), user: "u".into() });
+    let api = service.scoped(Scope::new("sim", "u"));
     let base = Arc::new(AtomicU64::new(1_764_064_800_000));
     let mut devices = Vec::new();
     for i in 0..config.devices {

@@ -16,6 +16,7 @@ pub fn grpc_code(code: Code) -> tonic::Code {
     match code {
         Code::InvalidRequest | Code::IdempotencyKeyMissing => tonic::Code::InvalidArgument,
         Code::Unauthorized | Code::TokenExpired => tonic::Code::Unauthenticated,
+        Code::Forbidden => tonic::Code::PermissionDenied,
         Code::NotFound => tonic::Code::NotFound,
         Code::IdempotencyKeyReused | Code::CursorExpired => tonic::Code::FailedPrecondition,
         Code::IdempotencyKeyInFlight => tonic::Code::Aborted,
@@ -59,6 +60,7 @@ mod tests {
             Code::InvalidRequest,
             Code::Unauthorized,
             Code::TokenExpired,
+            Code::Forbidden,
             Code::IdempotencyKeyMissing,
             Code::IdempotencyKeyReused,
             Code::IdempotencyKeyInFlight,
@@ -78,6 +80,7 @@ mod tests {
             assert_eq!(back.retry_after, Some(Duration::from_secs(2)), "rounded up like Retry-After");
         }
         assert_eq!(grpc_code(Code::IdempotencyKeyInFlight), tonic::Code::Aborted);
+        assert_eq!(grpc_code(Code::Forbidden), tonic::Code::PermissionDenied);
         assert_eq!(grpc_code(Code::CursorExpired), tonic::Code::FailedPrecondition);
     }
 

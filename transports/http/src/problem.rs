@@ -78,6 +78,7 @@ pub fn title(code: Code) -> &'static str {
         Code::InvalidRequest => "Invalid request",
         Code::Unauthorized => "Unauthorized",
         Code::TokenExpired => "Token expired",
+        Code::Forbidden => "Forbidden",
         Code::IdempotencyKeyMissing => "Idempotency-Key missing",
         Code::IdempotencyKeyReused => "Idempotency-Key reused with another body",
         Code::IdempotencyKeyInFlight => "Idempotency-Key in flight",

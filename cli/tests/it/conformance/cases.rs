@@ -262,7 +262,7 @@ pub(crate) async fn tenants_are_isolated(t: &Target) {
 
 pub(crate) async fn bad_and_expired_tokens(t: &Target) {
     let expired = converge_server::JwtAuth::new(converge_test_support::SECRET.as_bytes())
-        .sign(&converge_server::Claims { sub: "u".into(), tenant: "t1".into(), exp: 1 })
+        .sign(&converge_server::Claims { sub: "u".into(), tenant: "t1".into(), exp: 1, scope: None, entities: None })
         .unwrap();
     for (token, want) in [("garbage", Code::Unauthorized), (expired.as_str(), Code::TokenExpired)] {
         let api = t.api_with_token(token);
@@ -315,4 +315,44 @@ pub(crate) async fn notices(t: &Target) {
     assert_eq!(code(e), (Code::InvalidRequest, ErrorClass::Rejected));
     let e = api.subscribe(Some("c999".into())).await.unwrap_err();
     assert_eq!(code(e), (Code::CursorExpired, ErrorClass::Rejected));
+}
+
+/// A token narrowed by its claims: without `sync:write` a push is 403 `forbidden` and nothing is
+/// applied; without `sync:read` so are pull, record and subscribe; a list of entity types
+/// refuses each op outside it (not stored: the op may come again with a token that may) and
+/// keeps other types out of the feed and the record route.
+pub(crate) async fn token_scopes(t: &Target) {
+    let full = t.api("t1", "u1");
+    let order = |id: &str| Mutation { entity: "orders".into(), ..mutation(Op::Create, id, 0, json!({"n": 1})) };
+    push(&full, "seed", vec![mutation(Op::Create, "n1", 0, json!({"a": 1})), order("o1")]).await.unwrap();
+    let forbidden = (Code::Forbidden, ErrorClass::Rejected);
+
+    let reader = t.api_with_token(&t.scoped_token("t1", "u1", Some("sync:read"), None));
+    let e = push(&reader, "r1", vec![mutation(Op::Create, "n2", 0, json!({}))]).await.unwrap_err();
+    assert_eq!(code(e), forbidden, "a read-only token may not push");
+    assert_eq!(feed(&full).await.len(), 2, "nothing was applied");
+    assert_eq!(feed(&reader).await.len(), 2, "it may pull");
+    assert_eq!(reader.record("orders", "o1").await.unwrap().version, 1, "and read records");
+    reader.subscribe(None).await.expect("and subscribe");
+
+    let writer = t.api_with_token(&t.scoped_token("t1", "u1", Some("sync:write"), None));
+    let r = push(&writer, "w1", vec![mutation(Op::Create, "n2", 0, json!({}))]).await.unwrap();
+    assert_eq!(r.accepted.len(), 1, "a write-only token may push");
+    let e = writer.pull(PullRequest { cursor: None, limit: None }).await.unwrap_err();
+    assert_eq!(code(e), forbidden, "but not pull");
+    assert_eq!(code(writer.record("notes", "n1").await.unwrap_err()), forbidden, "nor read a record");
+    assert_eq!(code(writer.subscribe(None).await.unwrap_err()), forbidden, "nor subscribe");
+
+    let notes_only = t.api_with_token(&t.scoped_token("t1", "u1", None, Some(&["notes".to_owned()])));
+    let o2 = order("o2");
+    let r = push(&notes_only, "e1", vec![mutation(Op::Create, "n3", 0, json!({})), o2.clone()]).await.unwrap();
+    assert_eq!(r.accepted.len(), 1);
+    assert_eq!((r.rejected.len(), r.rejected[0].code, r.rejected[0].retryable), (1, Code::Forbidden, false));
+    assert_eq!(r.rejected[0].op_id, o2.op_id);
+    let ids: Vec<String> = feed(&notes_only).await.into_iter().map(|(id, ..)| id).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"], "the feed holds only its entity types");
+    assert_eq!(code(notes_only.record("orders", "o1").await.unwrap_err()), forbidden);
+    // The refused op was not stored under its id: a token that may write orders applies it.
+    let r = push(&full, "e2", vec![o2]).await.unwrap();
+    assert_eq!(r.accepted.len(), 1, "{r:?}");
 }

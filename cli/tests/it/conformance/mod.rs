@@ -56,4 +56,5 @@ conformance!(
     tenants_are_isolated,
     bad_and_expired_tokens,
     notices,
+    token_scopes,
 );

@@ -126,6 +126,17 @@ impl Target {
         self.auth.issue(tenant, user, Duration::from_secs(3600)).expect("token")
     }
 
+    /// A token narrowed to `scope` (space separated words) and `entities`, where given.
+    pub(crate) fn scoped_token(
+        &self,
+        tenant: &str,
+        user: &str,
+        scope: Option<&str>,
+        entities: Option<&[String]>,
+    ) -> String {
+        self.auth.issue_scoped(tenant, user, Duration::from_secs(3600), scope, entities).expect("token")
+    }
+
     /// The API as a caller holding `token` sees it.
     pub(crate) fn api_with_token(&self, token: &str) -> Arc<dyn SyncApi> {
         match (self.wire, &self.server, &self.service) {

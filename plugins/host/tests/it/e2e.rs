@@ -20,7 +20,7 @@ async fn converge(a_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let server = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
     let service = SyncService::new(Arc::new(server), Limits::default());
-    let api: Arc<dyn SyncApi> = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let api: Arc<dyn SyncApi> = service.scoped(Scope::new("acme", "u"));
     let plugins = engine();
     // Record mode: equal deltas on both sides must still conflict (see the plugin's docs).
     let inventory = load(plugins, "inventory");
@@ -78,7 +78,7 @@ async fn a_plugin_that_loops_leaves_the_conflict_open_naming_itself_and_sync_goe
     let dir = tempfile::tempdir().unwrap();
     let server = SqliteServerStore::open(&dir.path().join("server.db")).unwrap();
     let service = SyncService::new(Arc::new(server), Limits::default());
-    let api: Arc<dyn SyncApi> = service.scoped(Scope { tenant: "acme".into(), user: "u".into() });
+    let api: Arc<dyn SyncApi> = service.scoped(Scope::new("acme", "u"));
     let looping: Arc<dyn MergePolicy> = Arc::new(load(engine(), "fixture_loop"));
     let device = |name: &str| {
         let store = SqliteStore::open(dir.path().join(format!("{name}.db"))).unwrap();

@@ -240,6 +240,7 @@ fn classify(status: tonic::Status) -> Error {
             Error::Offline { detail: "the server could not be reached".into(), source: Some(Box::new(status)) }
         }
         tonic::Code::Unauthenticated => Error::Api(ApiError::new(Code::Unauthorized, status.message())),
+        tonic::Code::PermissionDenied => Error::Api(ApiError::new(Code::Forbidden, status.message())),
         tonic::Code::ResourceExhausted => Error::Api(ApiError::new(Code::RateLimited, status.message())),
         code => Error::Protocol(format!("a status without Converge's error details: {code:?}: {}", status.message())),
     }

@@ -47,6 +47,7 @@ pub(crate) struct EventsQuery {
             body = String, content_type = "text/event-stream"),
         (status = 400, description = "`invalid_request` (unknown or malformed parameter, a cursor this server never gave out)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized` or `token_expired`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's scope does not cover this route (or, for a record, its entity type)", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "`cursor_expired`: the cursor is older than the retention horizon", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json",

@@ -69,11 +69,15 @@ async fn openapi_document_matches_the_routes() {
     let params = push["parameters"].as_array().unwrap();
     assert!(params.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header" && p["required"] == true));
     let statuses: BTreeSet<&str> = push["responses"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(statuses, BTreeSet::from(["200", "400", "401", "409", "413", "422", "429", "500", "503"]));
+    assert_eq!(statuses, BTreeSet::from(["200", "400", "401", "403", "409", "413", "422", "429", "500", "503"]));
     assert!(push["responses"]["200"]["headers"]["Idempotent-Replayed"].is_object());
     assert!(push["responses"]["422"]["content"]["application/problem+json"].is_object());
     let pull = &doc["paths"]["/v1/sync/changes"]["get"];
     assert!(pull["responses"]["410"].is_object());
+    for route in ROUTES.iter().filter(|r| r.auth) {
+        let op = &doc["paths"][route.path][route.method.to_lowercase()];
+        assert!(op["responses"]["403"]["content"]["application/problem+json"].is_object(), "{route:?} documents 403");
+    }
     let names: BTreeSet<&str> =
         pull["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, BTreeSet::from(["cursor", "limit"]));

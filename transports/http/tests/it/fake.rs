@@ -17,7 +17,7 @@ pub(crate) struct FakeAuth;
 
 impl Authenticator for FakeAuth {
     fn authenticate(&self, bearer: &str) -> Result<Scope, ApiError> {
-        let scope = |tenant: &str, user: &str| Scope { tenant: tenant.into(), user: user.into() };
+        let scope = |tenant: &str, user: &str| Scope::new(tenant, user);
         match bearer {
             "good" => Ok(scope("t1", "u1")),
             "other" => Ok(scope("t2", "u2")),
