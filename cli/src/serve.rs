@@ -68,6 +68,28 @@ pub(crate) struct ServeArgs {
     /// How often to compact away what is older than the retention (also once at start-up).
     #[arg(long, default_value = "1h", value_parser = positive_duration)]
     compact_every: Duration,
+    /// HTTP: how long a connection may wait for a request's headers to be complete (from its
+    /// start, or the end of the last response); then it is closed.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    header_timeout: Duration,
+    /// HTTP: how long a request's body may take to arrive; then 400 invalid_request.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    body_timeout: Duration,
+    /// HTTP: a connection with no byte sent or received for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    idle_timeout: Duration,
+    /// HTTP: connections open at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+/// How the HTTP server bounds slow and idle clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HttpBounds {
+    /// Header, idle and connection limits.
+    pub(crate) conn: converge_http::server::ConnLimits,
+    /// The request body deadline.
+    pub(crate) body_timeout: Option<Duration>,
 }
 
 /// Where gRPC listens, if anywhere.
@@ -266,12 +288,29 @@ pub(crate) async fn start(
     rules: Rules,
     compaction: Option<Compaction>,
 ) -> Result<RunningServer> {
+    start_bounded(store, listen, grpc, secret, rules, compaction, HttpBounds::default()).await
+}
+
+/// [`start`] with the HTTP server's slow and idle clients bounded as `bounds` says.
+pub(crate) async fn start_bounded(
+    store: Arc<dyn ServerStore>,
+    listen: SocketAddr,
+    grpc: Option<SocketAddr>,
+    secret: &str,
+    rules: Rules,
+    compaction: Option<Compaction>,
+    bounds: HttpBounds,
+) -> Result<RunningServer> {
     let limits = rules.limits;
     let service = SyncService::with_rules(store, rules);
     let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let service: Arc<dyn Tenancy> = Arc::new(service);
-    let app = router(Arc::clone(&service), auth.clone(), ServerConfig { limits });
+    let mut config = ServerConfig::with_limits(limits);
+    if let Some(body) = bounds.body_timeout {
+        config.body_timeout = body;
+    }
+    let app = router(Arc::clone(&service), auth.clone(), config);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let grpc_listener = match grpc {
@@ -284,7 +323,8 @@ pub(crate) async fn start(
     let stopped_signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let task = tokio::spawn(converge_http::server::serve(listener, app, stopped_signal(stopped.clone())));
+    let task =
+        tokio::spawn(converge_http::server::serve_with(listener, app, stopped_signal(stopped.clone()), bounds.conn));
     let (grpc_addr, grpc_task) = match grpc_listener {
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
@@ -347,7 +387,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let compaction = Compaction { retention: args.retention, every: args.compact_every };
     let pg = PgOptions { pool_size: args.pg_pool, ..PgOptions::default() };
     let (store, described) = open_store(&dbs(args.db), &pg).await?;
-    let server = start(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction)).await?;
+    let bounds = HttpBounds {
+        conn: converge_http::server::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections.max(1),
+        },
+        body_timeout: Some(args.body_timeout),
+    };
+    let server =
+        start_bounded(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction), bounds).await?;
     println!("converge server listening on {} (store: {described})", server.url());
     match server.grpc_url() {
         Some(url) => println!("gRPC listening on {url}"),

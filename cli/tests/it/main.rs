@@ -21,6 +21,7 @@ mod policy;
 mod proxy;
 mod record_changes;
 mod shards;
+mod slow_clients;
 mod stock_grpc;
 mod worker;
 

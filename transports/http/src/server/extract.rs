@@ -77,7 +77,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|len| len > max as u64) {
             return Err(too_large());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
+        let timeout = state.body_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state)).await.map_err(|_| {
+            HttpError::invalid(format!("the request body did not arrive within {} s", timeout.as_secs_f64()))
+        })?;
+        let bytes = read.map_err(|rejection| match rejection {
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => too_large(),
             other => HttpError::invalid(format!("the body could not be read: {}", other.body_text())),
         })?;

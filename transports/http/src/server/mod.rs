@@ -7,6 +7,7 @@
 mod events;
 mod extract;
 mod handlers;
+mod listen;
 mod metrics;
 mod openapi;
 mod response;
@@ -23,6 +24,7 @@ use converge_core::{Authenticator, Tenancy};
 use crate::error::Result;
 
 pub use events::{KEEPALIVE, NOTICE_EVENT};
+pub use listen::ConnLimits;
 pub use openapi::openapi;
 
 /// `POST`: push a batch of mutations.
@@ -63,10 +65,26 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The server adapter's settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Body size and batch size limits (defaults: 1 MiB, 500 mutations).
     pub limits: Limits,
+    /// How long a request's body may take to arrive after its headers; past it the request is
+    /// refused with 400 `invalid_request` (default 30 s).
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { limits: Limits::default(), body_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl ServerConfig {
+    /// The default settings with `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        ServerConfig { limits, ..ServerConfig::default() }
+    }
 }
 
 /// What every handler shares.
@@ -75,6 +93,7 @@ pub(crate) struct AppState {
     pub(crate) tenancy: Arc<dyn Tenancy>,
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) limits: Limits,
+    pub(crate) body_timeout: std::time::Duration,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) openapi_json: Arc<str>,
 }
@@ -91,6 +110,7 @@ pub fn router(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, config: S
         tenancy,
         auth,
         limits: config.limits,
+        body_timeout: config.body_timeout,
         metrics: Arc::new(metrics::Metrics::new()),
         openapi_json: openapi_json.into(),
     };
@@ -109,15 +129,26 @@ pub fn router(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, config: S
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets running requests finish.
+/// Serves `router` on `listener` with the default [`ConnLimits`] until `shutdown` completes,
+/// then lets running requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(listener, router, shutdown, ConnLimits::default()).await
+}
+
+/// [`serve`] with slow and idle clients bounded as `limits` says.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnLimits,
+) -> Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTP");
+        tracing::info!(%addr, ?limits, "serving HTTP");
     }
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    listen::serve_bounded(listener, router, shutdown, limits).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::fake::{Fake, FakeAuth};
 
 pub(crate) fn app_with(fake: &Fake, limits: Limits) -> Router {
     crate::trace::init();
-    router(Arc::new(fake.clone()), Arc::new(FakeAuth), ServerConfig { limits })
+    router(Arc::new(fake.clone()), Arc::new(FakeAuth), ServerConfig::with_limits(limits))
 }
 
 pub(crate) fn app(fake: &Fake) -> Router {

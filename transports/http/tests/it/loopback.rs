@@ -25,7 +25,7 @@ impl Server {
         let fake = Fake::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(Arc::new(fake.clone()), Arc::new(FakeAuth), ServerConfig { limits });
+        let app = router(Arc::new(fake.clone()), Arc::new(FakeAuth), ServerConfig::with_limits(limits));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, async move {
             let _ = stopped.await;
