@@ -13,7 +13,7 @@ use converge_server::JwtAuth;
 use serde_json::json;
 
 use crate::client::open_engine;
-use crate::serve::{DEV_SECRET, sqlite_store, start};
+use crate::serve::{DEV_SECRET, HttpBounds, sqlite_store, start};
 
 /// Options of `converge demo`.
 #[derive(Args)]
@@ -85,9 +85,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     step(1, "Start the sync server on the embedded SQLite store.");
     let mut rules = Rules::default();
     rules.pins.insert("orders".into(), converge_core::CheckMode::Record);
-    let server =
-        start(sqlite_store(&dir.join("converge-server.db"))?, "127.0.0.1:0".parse()?, None, DEV_SECRET, rules, None)
-            .await?;
+    let server = start(
+        sqlite_store(&dir.join("converge-server.db"))?,
+        "127.0.0.1:0".parse()?,
+        None,
+        DEV_SECRET,
+        rules,
+        None,
+        HttpBounds::default(),
+    )
+    .await?;
     println!("   server listening on {}", server.url());
     let token = JwtAuth::new(DEV_SECRET.as_bytes()).issue("demo", "alice", std::time::Duration::from_secs(3600))?;
     let device = |name: &'static str| -> Result<Device> {

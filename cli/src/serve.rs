@@ -84,12 +84,18 @@ pub(crate) struct ServeArgs {
 }
 
 /// How the HTTP server bounds slow and idle clients.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct HttpBounds {
     /// Header, idle and connection limits.
     pub(crate) conn: converge_http::server::ConnLimits,
     /// The request body deadline.
-    pub(crate) body_timeout: Option<Duration>,
+    pub(crate) body_timeout: Duration,
+}
+
+impl Default for HttpBounds {
+    fn default() -> Self {
+        HttpBounds { conn: Default::default(), body_timeout: ServerConfig::default().body_timeout }
+    }
 }
 
 /// Where gRPC listens, if anywhere.
@@ -278,21 +284,10 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-/// Starts the server on `store`, HTTP on `listen` and gRPC on `grpc` (if given), both over one
-/// service; compacts it in the background if `compaction` is set.
+/// Starts the server on `store`, HTTP on `listen` (slow and idle clients bounded as `bounds`
+/// says) and gRPC on `grpc` (if given), both over one service; compacts it in the background if
+/// `compaction` is set.
 pub(crate) async fn start(
-    store: Arc<dyn ServerStore>,
-    listen: SocketAddr,
-    grpc: Option<SocketAddr>,
-    secret: &str,
-    rules: Rules,
-    compaction: Option<Compaction>,
-) -> Result<RunningServer> {
-    start_bounded(store, listen, grpc, secret, rules, compaction, HttpBounds::default()).await
-}
-
-/// [`start`] with the HTTP server's slow and idle clients bounded as `bounds` says.
-pub(crate) async fn start_bounded(
     store: Arc<dyn ServerStore>,
     listen: SocketAddr,
     grpc: Option<SocketAddr>,
@@ -306,10 +301,7 @@ pub(crate) async fn start_bounded(
     let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let service: Arc<dyn Tenancy> = Arc::new(service);
-    let mut config = ServerConfig::with_limits(limits);
-    if let Some(body) = bounds.body_timeout {
-        config.body_timeout = body;
-    }
+    let config = ServerConfig { limits, body_timeout: bounds.body_timeout };
     let app = router(Arc::clone(&service), auth.clone(), config);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
@@ -393,10 +385,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections.max(1),
         },
-        body_timeout: Some(args.body_timeout),
+        body_timeout: args.body_timeout,
     };
-    let server =
-        start_bounded(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction), bounds).await?;
+    let server = start(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction), bounds).await?;
     println!("converge server listening on {} (store: {described})", server.url());
     match server.grpc_url() {
         Some(url) => println!("gRPC listening on {url}"),

@@ -10,8 +10,6 @@ use async_trait::async_trait;
 use converge_core::check::Rules;
 use converge_core::model::{validate_entity, validate_record_id};
 use converge_core::server_store::{CompactStats, ServerStore, StoredPush};
-
-pub(crate) mod apply;
 use converge_core::wire::{
     Change, Limits, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PullRequest, PullResponse, PushBatch, PushRequest,
     PushResponse, validate_idempotency_key,
@@ -22,6 +20,8 @@ use crate::cursor::{Cursor, decode_cursor};
 use crate::notices::{self, Hub};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
+
+pub(crate) mod apply;
 
 /// How long a client should wait after the store answered busy.
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -142,7 +142,10 @@ async fn write(c: &Object, tenant: &str, w: PushWrites) -> Result<()> {
             r#"INSERT INTO idempotency (tenant, "user", key, body_hash, response, created_ms)
                VALUES ($1, $2, $3, $4, $5, $6)"#,
         ),
-        c.prepare_cached("UPDATE counters SET seq = $2 WHERE tenant = $1"),
+        // The notice is delivered to every listening node when the transaction commits.
+        c.prepare_cached(
+            "WITH bumped AS (UPDATE counters SET seq = $2 WHERE tenant = $1) SELECT pg_notify($3, $1)"
+        ),
     )?;
     let saving = async {
         if n > 0 {
@@ -162,9 +165,7 @@ async fn write(c: &Object, tenant: &str, w: PushWrites) -> Result<()> {
     };
     let counting = async {
         if let Some(s) = new_seq {
-            c.execute(&counter, &[&tenant, &s]).await?;
-            // Delivered to every listening node when the transaction commits, not before.
-            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &tenant]).await?;
+            c.execute(&counter, &[&tenant, &s, &CHANNEL]).await?;
         }
         Ok::<_, tokio_postgres::Error>(())
     };

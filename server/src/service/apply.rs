@@ -39,7 +39,7 @@ pub(crate) async fn apply_batch(
         })
         .collect();
     let op_ids = mutations.iter().map(|m| m.op_id).collect();
-    let (first, mut records, answered) = match tx.load(&scope.user, key, op_ids, wanted).await? {
+    let (first, mut records, mut answered) = match tx.load(&scope.user, key, op_ids, wanted).await? {
         Loaded { stored: Some(stored), .. } => {
             tx.rollback().await?;
             return Ok(Err(stored));
@@ -50,17 +50,13 @@ pub(crate) async fn apply_batch(
     let mut response = PushResponse::default();
     // Per record: the feed position of its last change in this batch.
     let mut changed: Vec<Option<u64>> = vec![None; records.len()];
-    let mut op_results: Vec<(uuid::Uuid, OpOutcome)> = Vec::new();
-    // Where each final outcome of this batch is in `op_results`: an op id twice in one batch
-    // (the service refuses such a batch) answers its first outcome again, as a resend would.
-    let mut answered_now: HashMap<uuid::Uuid, usize> = HashMap::new();
+    // The op ids this batch answers for good, in `answered` with the stored ones: an op id twice
+    // in one batch (the service refuses such a batch) answers its first outcome again, as a
+    // resend would.
+    let mut new_final = Vec::new();
     for (m, &slot) in mutations.iter().zip(&slots) {
         if let Some(stored) = answered.get(&m.op_id) {
             response.push(stored.clone());
-            continue;
-        }
-        if let Some(&i) = answered_now.get(&m.op_id) {
-            response.push(op_results[i].1.clone());
             continue;
         }
         if !scope.access.allows_entity(&m.entity) {
@@ -89,11 +85,12 @@ pub(crate) async fn apply_batch(
             Decision::Answer(outcome) => outcome,
         };
         if Decision::outcome_is_final(&outcome) {
-            answered_now.insert(m.op_id, op_results.len());
-            op_results.push((m.op_id, outcome.clone()));
+            new_final.push(m.op_id);
+            answered.insert(m.op_id, outcome.clone());
         }
         response.push(outcome);
     }
+    let op_results = new_final.into_iter().filter_map(|id| Some((id, answered.remove(&id)?))).collect();
     let mut written: Vec<(StoredRecord, u64)> =
         records.into_iter().zip(changed).filter_map(|(rec, at)| Some((rec?, at?))).collect();
     written.sort_unstable_by_key(|(_, at)| *at);
