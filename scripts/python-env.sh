@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Makes the Python virtual environment the cross-language tests use (target/pyenv): the stock
-# gRPC client and its code generator, and pytest for the FFI suite, all pinned. Idempotent: a
-# current environment is kept.
+# gRPC client and its code generator, pytest for the FFI suite and schemathesis for the OpenAPI
+# document, all pinned. Idempotent: a current environment is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENV_DIR=target/pyenv
-REQUIREMENTS=(tests/stock-grpc/requirements.txt ffi/tests/python/requirements.txt)
+REQUIREMENTS=(tests/stock-grpc/requirements.txt ffi/tests/python/requirements.txt tests/schemathesis/requirements.txt)
 STAMP="$ENV_DIR/.requirements"
 WANTED=$(cat "${REQUIREMENTS[@]}")
 

@@ -21,6 +21,11 @@ pub struct Hlc {
 /// The largest time an HLC can carry (13 decimal digits).
 pub const MAX_MILLIS: u64 = 9_999_999_999_999;
 
+/// A device id as a regular expression; [`validate_device_id`] accepts exactly these.
+pub const DEVICE_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+/// An HLC as a regular expression; parsing accepts exactly these.
+pub const HLC_PATTERN: &str = "^[0-9]{13}-[0-9a-f]{4}-[A-Za-z0-9._-]{1,64}$";
+
 /// Checks a device id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn validate_device_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()

@@ -16,6 +16,9 @@ pub mod server_store;
 pub mod store;
 pub mod wire;
 
+#[cfg(test)]
+mod pattern_tests;
+
 pub use api::{Access, AuthProvider, Authenticator, Scope, StaticToken, Subscription, SyncApi, Tenancy};
 pub use engine::{
     Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Notices, Phase, RecordChange, RecordState,

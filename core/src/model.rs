@@ -13,6 +13,34 @@ pub type Version = u64;
 /// The largest version or base_version the wire accepts (the largest integer JSON carries exactly).
 pub const MAX_VERSION: Version = (1 << 53) - 1;
 
+/// Reads a version: a JSON integer, or a number without a fraction (JSON does not tell `3.0` from
+/// `3`, and neither does the OpenAPI document's `integer`), from 0 to [`MAX_VERSION`].
+pub fn deserialize_version<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Version, D::Error> {
+    use serde::de::{Unexpected, Visitor};
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = Version;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a whole number from 0 to {MAX_VERSION}")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Version, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Version, E> {
+            Version::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Version, E> {
+            // Every whole number up to MAX_VERSION is exact in an f64.
+            if v.fract() == 0.0 && (0.0..=MAX_VERSION as f64).contains(&v) {
+                Ok(v as Version)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_u64(Whole)
+}
+
 /// What a mutation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -82,6 +110,14 @@ impl CheckMode {
     }
 }
 
+/// An entity name as a regular expression (the OpenAPI document's pattern); [`validate_entity`]
+/// accepts exactly these.
+pub const ENTITY_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_-]{0,63}$";
+/// A record id as a regular expression; [`validate_record_id`] accepts exactly these.
+pub const RECORD_ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+/// The longest field name, in characters.
+pub const MAX_FIELD_NAME_CHARS: usize = 256;
+
 /// Checks an entity name: 1 to 64 characters of `a-z A-Z 0-9 _ -`, starting with a letter.
 pub fn validate_entity(entity: &str) -> Result<()> {
     let ok = !entity.is_empty()
@@ -101,6 +137,17 @@ pub fn validate_record_id(id: &str) -> Result<()> {
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok { Ok(()) } else { Err(Error::InvalidInput("a record id is 1-128 characters of a-z A-Z 0-9 . _ : -".into())) }
+}
+
+/// Checks the field names of a patch: each 1 to 256 characters.
+pub fn validate_field_names(fields: &Fields) -> Result<()> {
+    match fields.keys().find(|k| k.is_empty() || k.chars().count() > MAX_FIELD_NAME_CHARS) {
+        Some(k) => Err(Error::InvalidInput(format!(
+            "a field name is 1-{MAX_FIELD_NAME_CHARS} characters (got {})",
+            k.chars().count()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A new record id: a UUIDv7, so ids made on different devices never collide and sort by time.
@@ -194,6 +241,21 @@ mod tests {
 
     fn obj(v: serde_json::Value) -> Fields {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_version_is_any_whole_json_number_in_range() {
+        #[derive(Debug, serde::Deserialize)]
+        struct V(#[serde(deserialize_with = "deserialize_version")] Version);
+        let read = |s: &str| serde_json::from_str::<V>(s).map(|v| v.0);
+        assert_eq!(read("0").unwrap(), 0);
+        assert_eq!(read("3.0").unwrap(), 3);
+        assert_eq!(read("-0.0").unwrap(), 0);
+        assert_eq!(read("9007199254740991.0").unwrap(), MAX_VERSION);
+        assert_eq!(read("1e3").unwrap(), 1000);
+        for bad in ["3.5", "-1", "-1.0", "1e300", "\"3\"", "null", "true"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
 use crate::hlc::{Hlc, validate_device_id};
-use crate::model::{CheckMode, Fields, MAX_VERSION, Op, Version, validate_entity, validate_record_id};
+use crate::model::{
+    CheckMode, Fields, MAX_VERSION, Op, Version, validate_entity, validate_field_names, validate_record_id,
+};
 
 /// One change to one record, as a device sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,7 @@ pub struct Mutation {
     /// create, update or delete.
     pub op: Op,
     /// The server version this change was made on; 0 for a create.
+    #[serde(deserialize_with = "crate::model::deserialize_version")]
     pub base_version: Version,
     /// The changed fields only; `null` removes a field. Empty for a delete.
     #[serde(default)]
@@ -248,6 +251,30 @@ impl Default for Limits {
     }
 }
 
+/// An idempotency key as a regular expression: 1 to 255 printable ASCII characters, not starting
+/// or ending with a space (HTTP trims those from a header's value before the server sees it).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$";
+/// A cursor as a regular expression: `c<seq>` or `c<seq>.<horizon>`. Any other string is
+/// `invalid_request`; one of this shape that this server's feed never reached is `cursor_expired`.
+pub const CURSOR_PATTERN: &str = "^c(0|[1-9][0-9]{0,17})(\\.[1-9][0-9]{0,17})?$";
+
+/// Reads a cursor's shape, [`CURSOR_PATTERN`]: its feed position and horizon (0 when absent).
+/// Whether this server's feed ever reached it is the server's to say.
+pub fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
+    // At most 18 digits: every such number fits the stores' signed 64-bit sequences.
+    let number = |digits: &str| {
+        let canonical = (1..=18).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        digits.parse::<u64>().ok().filter(|_| canonical)
+    };
+    let rest = cursor.strip_prefix('c')?;
+    match rest.split_once('.') {
+        None => Some((number(rest)?, 0)),
+        Some((seq, horizon)) => Some((number(seq)?, number(horizon).filter(|h| *h > 0)?)),
+    }
+}
+
 /// Checks an idempotency key: 1 to 255 printable ASCII characters.
 pub fn validate_idempotency_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
@@ -288,9 +315,7 @@ impl PushBatch {
                 Op::Delete if !m.patch.is_empty() => return Err(at("a delete has an empty patch".into())),
                 _ => {}
             }
-            if let Some(k) = m.patch.keys().find(|k| k.is_empty() || k.len() > 256) {
-                return Err(at(format!("a field name is 1-256 bytes (got {} bytes)", k.len())));
-            }
+            validate_field_names(&m.patch).map_err(|e| at(e.to_string()))?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! read that gave it out, written `c<seq>` or `c<seq>.<horizon>`.
 
 use converge_core::ApiError;
+use converge_core::wire::parse_cursor;
 
 /// A feed position and the horizon of the read that gave it out.
 ///
@@ -33,27 +34,6 @@ impl Cursor {
 
 /// Reads a cursor made by [`Cursor::encode`]; anything else is `invalid_request`.
 pub(crate) fn decode_cursor(cursor: &str) -> Result<Cursor, ApiError> {
-    let invalid = || ApiError::invalid("the cursor is not one this server gave out");
-    let number = |digits: &str| {
-        let canonical = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits == "0" || !digits.starts_with('0'));
-        let n: u64 = digits.parse().ok().filter(|_| canonical).ok_or_else(invalid)?;
-        if n > i64::MAX as u64 {
-            return Err(invalid());
-        }
-        Ok(n)
-    };
-    let rest = cursor.strip_prefix('c').ok_or_else(invalid)?;
-    let cursor = match rest.split_once('.') {
-        None => Cursor { seq: number(rest)?, horizon: 0 },
-        Some((seq, horizon)) => {
-            let horizon = number(horizon)?;
-            if horizon == 0 {
-                return Err(invalid());
-            }
-            Cursor { seq: number(seq)?, horizon }
-        }
-    };
-    Ok(cursor)
+    let (seq, horizon) = parse_cursor(cursor).ok_or_else(|| ApiError::invalid("the cursor is not one this server gave out"))?;
+    Ok(Cursor { seq, horizon })
 }

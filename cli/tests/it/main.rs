@@ -20,6 +20,7 @@ mod pg_restart;
 mod policy;
 mod proxy;
 mod record_changes;
+mod schema_fuzz;
 mod shards;
 mod slow_clients;
 mod stock_grpc;

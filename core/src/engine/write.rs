@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::hlc::{Hlc, IdSource};
 use crate::model::{
     CheckMode, Fields, Op, apply_patch, diff, effective_patch, json_size, merge_patches, validate_entity,
-    validate_record_id,
+    validate_field_names, validate_record_id,
 };
 use crate::store::{LocalRecord, OpState, OutboxOp, StoreTx};
 
@@ -45,10 +45,8 @@ impl Engine {
     fn write(&self, entity: &str, record_id: &str, intent: Intent<'_>) -> Result<Option<RecordView>> {
         validate_entity(entity)?;
         validate_record_id(record_id)?;
-        if let Intent::Put(f) | Intent::Patch(f) = intent
-            && let Some(k) = f.keys().find(|k| k.is_empty() || k.len() > 256)
-        {
-            return Err(Error::InvalidInput(format!("a field name is 1-256 bytes (got {} bytes)", k.len())));
+        if let Intent::Put(f) | Intent::Patch(f) = intent {
+            validate_field_names(f)?;
         }
         let check = self.policy_for(entity).check_mode();
         let ids = &*self.inner.ids;

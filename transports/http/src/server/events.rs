@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use converge_core::wire::parse_cursor;
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -64,7 +65,13 @@ pub(crate) async fn events(
         Some(v) => Some(v.to_str().map_err(|_| HttpError::invalid("Last-Event-ID is not a cursor"))?.to_owned()),
         None => None,
     };
-    let cursor = last_event_id.or(query.cursor).filter(|c| !c.is_empty());
+    // An empty value is the same as none, for either; the header wins, but a query cursor sent
+    // beside it must still be one.
+    let query_cursor = query.cursor.filter(|c| !c.is_empty());
+    if query_cursor.as_deref().is_some_and(|c| parse_cursor(c).is_none()) {
+        return Err(HttpError::invalid("the cursor is not one this server gave out"));
+    }
+    let cursor = last_event_id.filter(|c| !c.is_empty()).or(query_cursor);
     let subscription = state.tenancy.scoped(scope).subscribe(cursor).await?;
     // A failure after the stream opened ends it; the client reconnects with its cursor.
     let stream = ReceiverStream::new(subscription.into_receiver()).map_while(|notice| {

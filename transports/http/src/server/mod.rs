@@ -25,7 +25,7 @@ use crate::error::Result;
 
 pub use events::{KEEPALIVE, NOTICE_EVENT};
 pub use listen::ConnLimits;
-pub use openapi::openapi;
+pub use openapi::{openapi, openapi_for};
 
 /// `POST`: push a batch of mutations.
 pub const PUSH_PATH: &str = "/v1/sync/mutations";
@@ -102,10 +102,7 @@ pub(crate) struct AppState {
 ///
 /// Each router has its own metrics registry (no process-wide state), served at `/metrics`.
 pub fn router(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, config: ServerConfig) -> Router {
-    let openapi_json = openapi().to_json().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the OpenAPI document did not serialize");
-        "{}".to_owned()
-    });
+    let openapi_json = openapi_for(&config.limits).to_string();
     let state = AppState {
         tenancy,
         auth,

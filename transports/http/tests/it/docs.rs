@@ -30,7 +30,7 @@ async fn openapi_document_matches_the_routes() {
     let r = send(&app, get("/openapi.json", None)).await;
     assert_eq!(r.status, StatusCode::OK);
     let doc = r.json();
-    assert_eq!(doc, serde_json::to_value(openapi()).unwrap(), "served document = generated document");
+    assert_eq!(doc, openapi(), "served document = generated document");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
 
     let routes: BTreeSet<(String, String)> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
