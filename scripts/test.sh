@@ -37,6 +37,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 ./scripts/build-plugins.sh
 
+echo "== scripts/fuzz.sh --dev all 8 (every fuzz target for 8 s: libFuzzer through cargo-fuzz)"
+./scripts/fuzz.sh --dev all 8
+
 echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
 ./scripts/python-env.sh
 

@@ -13,7 +13,7 @@ use converge_server::JwtAuth;
 use serde_json::json;
 
 use crate::client::open_engine;
-use crate::serve::{DEV_SECRET, HttpBounds, sqlite_store, start};
+use crate::serve::{Bounds, DEV_SECRET, sqlite_store, start};
 
 /// Options of `converge demo`.
 #[derive(Args)]
@@ -92,7 +92,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         DEV_SECRET,
         rules,
         None,
-        HttpBounds::default(),
+        Bounds::default(),
     )
     .await?;
     println!("   server listening on {}", server.url());

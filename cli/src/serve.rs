@@ -14,7 +14,9 @@ use converge_core::check::Rules;
 use converge_core::server_store::ServerStore;
 use converge_core::wire::Limits;
 use converge_http::server::{ServerConfig, router};
-use converge_server::{JwtAuth, PgOptions, PgServerStore, ShardedStore, SqliteServerStore, SyncService};
+use converge_server::{
+    AdmissionConfig, JwtAuth, PgOptions, PgServerStore, ShardedStore, SqliteServerStore, SyncService,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -81,20 +83,43 @@ pub(crate) struct ServeArgs {
     /// HTTP: connections open at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Pushes running at once, all tenants together; past it a push is 503 `unavailable` with
+    /// Retry-After (0: no limit). A quarter is kept for batches of critical entity types only.
+    #[arg(long, default_value_t = 256)]
+    max_inflight: usize,
+    /// Pushes running at once for one tenant; past it a push is 429 `rate_limited` with
+    /// Retry-After (0: no limit). Critical batches are not counted against it.
+    #[arg(long, default_value_t = 32)]
+    max_inflight_per_tenant: usize,
+    /// Requests (pushes and pulls) per second per tenant, as a token bucket holding one second's
+    /// worth; past it 429 `rate_limited` with Retry-After. Off by default. Critical batches skip it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// An entity type whose batches are admitted first under pressure (repeatable, or comma
+    /// separated), e.g. `--critical payments`. A batch of only critical types skips the
+    /// per-tenant limit and the rate and may use the whole --max-inflight.
+    #[arg(long = "critical", value_delimiter = ',')]
+    critical: Vec<String>,
 }
 
-/// How the HTTP server bounds slow and idle clients.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HttpBounds {
+/// How the server bounds its clients: slow and idle HTTP clients, and load.
+#[derive(Debug, Clone)]
+pub(crate) struct Bounds {
     /// Header, idle and connection limits.
     pub(crate) conn: converge_http::server::ConnLimits,
     /// The request body deadline.
     pub(crate) body_timeout: Duration,
+    /// Pushes at once, the per-tenant rate, and the critical entity types.
+    pub(crate) admission: AdmissionConfig,
 }
 
-impl Default for HttpBounds {
+impl Default for Bounds {
     fn default() -> Self {
-        HttpBounds { conn: Default::default(), body_timeout: ServerConfig::default().body_timeout }
+        Bounds {
+            conn: Default::default(),
+            body_timeout: ServerConfig::default().body_timeout,
+            admission: AdmissionConfig::default(),
+        }
     }
 }
 
@@ -294,10 +319,10 @@ pub(crate) async fn start(
     secret: &str,
     rules: Rules,
     compaction: Option<Compaction>,
-    bounds: HttpBounds,
+    bounds: Bounds,
 ) -> Result<RunningServer> {
     let limits = rules.limits;
-    let service = SyncService::with_rules(store, rules);
+    let service = SyncService::with_admission(store, rules, bounds.admission.clone());
     let compaction = compaction.map(|c| spawn_compaction(service.clone(), c));
     let auth = Arc::new(JwtAuth::new(secret.as_bytes()));
     let service: Arc<dyn Tenancy> = Arc::new(service);
@@ -379,13 +404,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let compaction = Compaction { retention: args.retention, every: args.compact_every };
     let pg = PgOptions { pool_size: args.pg_pool, ..PgOptions::default() };
     let (store, described) = open_store(&dbs(args.db), &pg).await?;
-    let bounds = HttpBounds {
+    let bounds = Bounds {
         conn: converge_http::server::ConnLimits {
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections.max(1),
         },
         body_timeout: args.body_timeout,
+        admission: AdmissionConfig {
+            max_inflight: args.max_inflight,
+            max_inflight_per_tenant: args.max_inflight_per_tenant,
+            rate: args.rate.filter(|r| *r > 0.0),
+            critical: args.critical.into_iter().filter(|c| !c.is_empty()).collect(),
+        },
     };
     let server = start(store, args.listen, args.grpc_listen.0, &secret, rules, Some(compaction), bounds).await?;
     println!("converge server listening on {} (store: {described})", server.url());

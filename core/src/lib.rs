@@ -21,8 +21,8 @@ mod pattern_tests;
 
 pub use api::{Access, AuthProvider, Authenticator, Scope, StaticToken, Subscription, SyncApi, Tenancy};
 pub use engine::{
-    Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Notices, Phase, RecordChange, RecordState,
-    RecordView, SyncReport, SyncStatus, WorkerConfig, WorkerHandle,
+    Choice, Engine, EngineBuilder, EngineConfig, Metrics, MetricsReport, Notices, Phase, Priority, RecordChange,
+    RecordState, RecordView, SyncReport, SyncStatus, WorkerConfig, WorkerHandle,
 };
 pub use error::{ApiError, BoxError, Code, Error, ErrorClass, ErrorKind, Result};
 pub use hlc::{Clock, Hlc, HlcClock, IdSource, SystemClock, V7Ids};

@@ -216,8 +216,9 @@ pub trait StoreRead {
     fn record_ops(&self, entity: &str, record_id: &str) -> Result<Vec<OutboxOp>>;
     /// The ops in flight, grouped by batch (oldest key first) and in order within a batch.
     fn in_flight(&self) -> Result<Vec<OutboxOp>>;
-    /// Up to `limit` pending ops that are the first outbox op of their record, in order.
-    fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>>;
+    /// Up to `limit` pending ops that are the first outbox op of their record: those of the
+    /// entity types in `first` before the others, each group in outbox order.
+    fn next_ops(&self, limit: usize, first: &[String]) -> Result<Vec<OutboxOp>>;
     /// Counts for the status (may scan the outbox; called once per sync cycle).
     fn summary(&self) -> Result<Summary>;
     /// When the oldest op not held was written (cheap: the head of the outbox).

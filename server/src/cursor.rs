@@ -34,6 +34,7 @@ impl Cursor {
 
 /// Reads a cursor made by [`Cursor::encode`]; anything else is `invalid_request`.
 pub(crate) fn decode_cursor(cursor: &str) -> Result<Cursor, ApiError> {
-    let (seq, horizon) = parse_cursor(cursor).ok_or_else(|| ApiError::invalid("the cursor is not one this server gave out"))?;
+    let (seq, horizon) =
+        parse_cursor(cursor).ok_or_else(|| ApiError::invalid("the cursor is not one this server gave out"))?;
     Ok(Cursor { seq, horizon })
 }

@@ -14,6 +14,7 @@
 //! `PgServerStore` on `tokio-postgres` with a `deadpool-postgres` pool, for several server nodes
 //! on one database and tenants spread over several databases (shards).
 
+mod admission;
 pub mod auth;
 mod cursor;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod service;
 pub mod sqlite;
 mod stats;
 
+pub use admission::AdmissionConfig;
 pub use auth::{Claims, JwtAuth};
 pub use error::{Error, Result};
 #[cfg(feature = "postgres")]

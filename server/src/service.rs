@@ -16,6 +16,7 @@ use converge_core::wire::{
 };
 use converge_core::{ApiError, Code, Scope, Subscription, SyncApi, Tenancy};
 
+use crate::admission::{Admission, AdmissionConfig};
 use crate::cursor::{Cursor, decode_cursor};
 use crate::notices::{self, Hub};
 use sha2::{Digest, Sha256};
@@ -32,6 +33,7 @@ type InFlightKey = (String, String, String);
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ServerStore>,
     rules: Rules,
+    admission: Admission,
     in_flight: Mutex<HashSet<InFlightKey>>,
     hub: Arc<Hub>,
 }
@@ -57,6 +59,11 @@ impl SyncService {
 
     /// A service over `store`, enforcing `rules` (limits and per-entity check mode pins).
     pub fn with_rules(store: Arc<dyn ServerStore>, rules: Rules) -> Self {
+        Self::with_admission(store, rules, AdmissionConfig::default())
+    }
+
+    /// A service over `store`, enforcing `rules`, that sheds load past `admission`'s limits.
+    pub fn with_admission(store: Arc<dyn ServerStore>, rules: Rules, admission: AdmissionConfig) -> Self {
         let hub = Arc::new(Hub::default());
         // Pushes committed by other server processes on the same store wake subscribers here.
         let woken = Arc::clone(&hub);
@@ -64,7 +71,8 @@ impl SyncService {
             Some(tenant) => woken.changed(tenant),
             None => woken.changed_all(),
         }));
-        SyncService { inner: Arc::new(Inner { store, rules, in_flight: Mutex::new(HashSet::new()), hub }) }
+        let admission = Admission::new(admission);
+        SyncService { inner: Arc::new(Inner { store, rules, admission, in_flight: Mutex::new(HashSet::new()), hub }) }
     }
 
     /// The limits the service enforces.
@@ -145,6 +153,9 @@ impl ScopedSync {
         validate_idempotency_key(key)?;
         Span::current().record("key", key);
         req.batch.validate(&self.inner.rules.limits)?;
+        let admission = &self.inner.admission;
+        let critical = admission.is_critical(req.batch.mutations.iter().map(|m| m.entity.as_str()));
+        let _admitted = admission.push(&self.scope.tenant, critical)?;
         let hash = body_hash(&req.batch)?;
         // A key seen before is found by `apply_batch` itself, in its transaction, and replayed:
         // no read of its own ahead of every push.
@@ -175,6 +186,7 @@ impl ScopedSync {
 
     async fn pull_in_span(&self, req: PullRequest) -> converge_core::Result<PullResponse> {
         self.require(self.scope.access.read, crate::auth::SCOPE_READ)?;
+        self.inner.admission.request(&self.scope.tenant)?;
         let limit = match req.limit {
             None => PULL_LIMIT_DEFAULT,
             Some(0) => return Err(ApiError::invalid("limit is at least 1").into()),

@@ -134,9 +134,9 @@ impl StoreRead for Watched {
         self.note();
         self.inner.in_flight()
     }
-    fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>> {
+    fn next_ops(&self, limit: usize, first: &[String]) -> Result<Vec<OutboxOp>> {
         self.note();
-        self.inner.next_ops(limit)
+        self.inner.next_ops(limit, first)
     }
     fn summary(&self) -> Result<Summary> {
         self.note();

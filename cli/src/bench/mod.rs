@@ -28,7 +28,7 @@ use converge_sqlite::SqliteStore;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::serve::{DEV_SECRET, HttpBounds, RunningServer, sqlite_store, start};
+use crate::serve::{Bounds, DEV_SECRET, RunningServer, sqlite_store, start};
 
 /// A leg of `converge bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -288,7 +288,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
             DEV_SECRET,
             Rules::default(),
             None,
-            HttpBounds::default(),
+            Bounds::default(),
         )
         .await?;
         if wants(Leg::Push) {

@@ -15,7 +15,7 @@ use converge_sqlite::SqliteStore;
 use uuid::Uuid;
 
 use super::{fields, offline, push_throughput};
-use crate::serve::{DEV_SECRET, HttpBounds, RunningServer, redact, sqlite_store, start};
+use crate::serve::{Bounds, DEV_SECRET, RunningServer, redact, sqlite_store, start};
 
 /// Concurrent clients (each on a tenant of its own) in the concurrent push leg.
 const CLIENTS: usize = 8;
@@ -117,7 +117,7 @@ pub(super) async fn run(dir: &Path, url: &str, ops: usize) -> Result<()> {
 }
 
 async fn node(store: Arc<dyn converge_core::server_store::ServerStore>) -> Result<RunningServer> {
-    start(store, "127.0.0.1:0".parse()?, None, DEV_SECRET, Rules::default(), None, HttpBounds::default()).await
+    start(store, "127.0.0.1:0".parse()?, None, DEV_SECRET, Rules::default(), None, Bounds::default()).await
 }
 
 async fn stop(nodes: Vec<RunningServer>) -> Result<()> {

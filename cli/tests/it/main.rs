@@ -16,6 +16,7 @@ mod kill9;
 mod logs;
 mod nodes;
 mod notices;
+mod overload;
 mod pg_restart;
 mod policy;
 mod proxy;

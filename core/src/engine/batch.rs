@@ -110,13 +110,18 @@ impl Engine {
         }
     }
 
-    /// Up to `batch_size` pending ops not in flight, the first of each record, in outbox order,
-    /// within the server's body limit. An op that failed before goes alone; ops in `skip` wait
-    /// for the next cycle.
+    /// Up to `batch_size` pending ops not in flight, the first of each record, in outbox order
+    /// (critical entity types first, in batches of their own), within the server's body limit.
+    /// An op that failed before goes alone; ops in `skip` wait for the next cycle.
     fn select_batch(&self, store: &dyn LocalStore, skip: &HashSet<i64>) -> Result<Vec<OutboxOp>> {
         let limit = self.inner.batch_limit.load(std::sync::atomic::Ordering::Relaxed).max(1);
-        let mut ops = store.next_ops(limit + skip.len())?;
+        let critical = &self.inner.critical;
+        let mut ops = store.next_ops(limit + skip.len(), critical)?;
         ops.retain(|o| !skip.contains(&o.seq));
+        if ops.first().is_some_and(|o| critical.contains(&o.entity)) {
+            let n = ops.iter().take_while(|o| critical.contains(&o.entity)).count();
+            ops.truncate(n);
+        }
         match ops.first() {
             None => return Ok(ops),
             Some(head) if head.attempts > 0 => ops.truncate(1),

@@ -115,8 +115,8 @@ impl StoreRead for Recording<'_> {
     fn in_flight(&self) -> Result<Vec<OutboxOp>> {
         self.tx.in_flight()
     }
-    fn next_ops(&self, limit: usize) -> Result<Vec<OutboxOp>> {
-        self.tx.next_ops(limit)
+    fn next_ops(&self, limit: usize, first: &[String]) -> Result<Vec<OutboxOp>> {
+        self.tx.next_ops(limit, first)
     }
     fn summary(&self) -> Result<Summary> {
         self.tx.summary()

@@ -59,9 +59,31 @@ pub struct EngineBuilder {
     config: EngineConfig,
     policies: HashMap<String, Arc<dyn MergePolicy>>,
     default_policy: Arc<dyn MergePolicy>,
+    critical: Vec<String>,
+}
+
+/// How urgently an entity type's changes go to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// In outbox order with everything else (the default).
+    #[default]
+    Normal,
+    /// Pushed before normal changes, in batches of their own, which a server under pressure
+    /// admits first when it lists the type as critical (`converge serve --critical`).
+    Critical,
 }
 
 impl EngineBuilder {
+    /// Sets how urgently `entity`'s changes are pushed (default [`Priority::Normal`]). A record's
+    /// changes still go in the order they were made, one per batch.
+    pub fn priority(mut self, entity: &str, priority: Priority) -> Self {
+        self.critical.retain(|e| e != entity);
+        if priority == Priority::Critical {
+            self.critical.push(entity.to_owned());
+        }
+        self
+    }
+
     /// Where fresh tokens come from after the server refuses one (the same provider the
     /// transport reads its token from). Without it, a refused token means `needs_auth`.
     pub fn auth(mut self, auth: Arc<dyn AuthProvider>) -> Self {
@@ -148,6 +170,7 @@ impl EngineBuilder {
                 status: status_tx,
                 cycle: tokio::sync::Mutex::new(()),
                 batch_limit: std::sync::atomic::AtomicUsize::new(self.config.batch_size),
+                critical: self.critical,
                 config: self.config,
             }),
         })
@@ -175,6 +198,8 @@ struct Inner {
     /// The batch size in use: the configured one, halved when the server refuses batches as too
     /// large.
     batch_limit: std::sync::atomic::AtomicUsize,
+    /// The entity types pushed first, in batches of their own.
+    critical: Vec<String>,
     config: EngineConfig,
 }
 
@@ -229,6 +254,7 @@ impl Engine {
             config: EngineConfig::default(),
             policies: HashMap::new(),
             default_policy: Arc::new(ReviewPolicy),
+            critical: Vec::new(),
         }
     }
 

@@ -167,9 +167,16 @@ fn kind(bytes: &[u8]) -> Kind {
 
 /// Turns a core module (with the component-type metadata wit-bindgen embeds) into a component,
 /// as `wasm-tools component new` does.
+///
+/// wit-component can panic on a malformed module (fuzzing found a section range it indexes
+/// without checking, in 0.254), so a panic there is a refused plugin, not a host taken down.
 fn encode(module: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(module)
-        .and_then(|e| e.validate(true).encode())
-        .map_err(|e| Error::Encode(format!("{e:#}")))
+    let encoded = std::panic::catch_unwind(|| {
+        wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode())
+    });
+    match encoded {
+        Ok(Ok(component)) => Ok(component),
+        Ok(Err(e)) => Err(Error::Encode(format!("{e:#}"))),
+        Err(_) => Err(Error::Encode("the module is malformed (the encoder gave up on it)".into())),
+    }
 }

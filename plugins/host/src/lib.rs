@@ -23,6 +23,20 @@ mod error;
 mod policy;
 mod sandbox;
 
+/// What the fuzz targets (`fuzz/`) reach that is otherwise internal; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use converge_core::Resolution;
+
+    use crate::bindings::{Merged, Outcome};
+    use crate::error::Fault;
+
+    /// Reads a plugin's merged answer as the host does after a call.
+    pub fn merged_answer(fields: &str, notice: String) -> Result<Resolution, Fault> {
+        crate::policy::from_outcome(Outcome::Merged(Merged { fields: fields.to_owned(), notice }))
+    }
+}
+
 pub use engine::{Limits, PluginEngine};
 pub use error::{Error, Fault, Result};
 pub use policy::WasmPolicy;

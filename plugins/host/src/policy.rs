@@ -203,7 +203,7 @@ fn to_conflict(input: &MergeInput<'_>) -> Conflict {
     }
 }
 
-fn from_outcome(outcome: Outcome) -> Result<Resolution, Fault> {
+pub(crate) fn from_outcome(outcome: Outcome) -> Result<Resolution, Fault> {
     Ok(match outcome {
         Outcome::TakeLocal => Resolution::TakeLocal,
         Outcome::TakeServer => Resolution::TakeServer,

@@ -184,13 +184,24 @@ pub(crate) fn in_flight(conn: &Connection) -> Result<Vec<OutboxOp>> {
     ops(conn, &sql, [])
 }
 
-pub(crate) fn next_ops(conn: &Connection, limit: usize) -> Result<Vec<OutboxOp>> {
+pub(crate) fn next_ops(conn: &Connection, limit: usize, first: &[String]) -> Result<Vec<OutboxOp>> {
+    // The ops of `first`'s entity types lead, each group in outbox order.
+    let order = if first.is_empty() {
+        String::new()
+    } else {
+        let marks: Vec<String> = (0..first.len()).map(|i| format!("?{}", i + 2)).collect();
+        format!("o.entity NOT IN ({}), ", marks.join(", "))
+    };
     let sql = format!(
         "SELECT {OP_COLS} FROM outbox o WHERE o.state = 'pending' AND o.batch_id IS NULL AND NOT EXISTS \
          (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.record_id = o.record_id AND p.seq < o.seq) \
-         ORDER BY o.seq LIMIT ?1"
+         ORDER BY {order}o.seq LIMIT ?1"
     );
-    ops(conn, &sql, params![limit as i64])
+    let limit = limit as i64;
+    let params: Vec<&dyn rusqlite::ToSql> = std::iter::once(&limit as &dyn rusqlite::ToSql)
+        .chain(first.iter().map(|e| e as &dyn rusqlite::ToSql))
+        .collect();
+    ops(conn, &sql, params.as_slice())
 }
 
 pub(crate) fn summary(conn: &Connection) -> Result<Summary> {

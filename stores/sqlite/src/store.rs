@@ -266,9 +266,9 @@ macro_rules! impl_read {
                 let $conn = self;
                 Ok(rows::in_flight($get)?)
             }
-            fn next_ops(&self, limit: usize) -> CoreResult<Vec<OutboxOp>> {
+            fn next_ops(&self, limit: usize, first: &[String]) -> CoreResult<Vec<OutboxOp>> {
                 let $conn = self;
-                Ok(rows::next_ops($get, limit)?)
+                Ok(rows::next_ops($get, limit, first)?)
             }
             fn summary(&self) -> CoreResult<Summary> {
                 let $conn = self;

@@ -64,6 +64,15 @@ fn a_core_module_with_imports_and_no_world_is_refused() {
 }
 
 #[test]
+fn a_module_the_encoder_panics_on_is_refused_not_a_crash() {
+    // Found by the wasm_plugin fuzz target: wit-component indexes a section range unchecked.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/wasm_plugin/encoder_panic");
+    let bytes = std::fs::read(&root).unwrap();
+    let err = PluginEngine::new().unwrap().load(&bytes).unwrap_err();
+    assert!(matches!(&err, Error::Encode(m) if m.contains("malformed")), "{err:?}");
+}
+
+#[test]
 fn bytes_that_are_not_wasm_are_refused() {
     let engine = PluginEngine::new().unwrap();
     assert!(matches!(engine.load(b"not a plugin"), Err(Error::NotWasm)));

@@ -100,7 +100,8 @@ fn param(doc: &mut Value, path: &str, name: &str, schema: Value) {
 /// The constraints utoipa's annotations cannot say: patterns from core, the batch limit this
 /// server runs with, and each op's rule for `base_version` and `patch`.
 fn exact(doc: &mut Value, limits: &Limits) {
-    let entity = || text(ENTITY_PATTERN, 64, "The entity type, e.g. `notes`: a letter, then letters, digits, `_` or `-`.");
+    let entity =
+        || text(ENTITY_PATTERN, 64, "The entity type, e.g. `notes`: a letter, then letters, digits, `_` or `-`.");
     let record_id = || text(RECORD_ID_PATTERN, 128, "The record id (a UUIDv7 made on the device fits).");
     let cursor = |pattern: &str, min: usize, also: &str| {
         json!({
@@ -164,16 +165,27 @@ fn exact(doc: &mut Value, limits: &Limits) {
         }
     }
 
-    param(doc, super::PUSH_PATH, "Idempotency-Key", json!({
-        "type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "minLength": 1, "maxLength": 255 }));
+    param(
+        doc,
+        super::PUSH_PATH,
+        "Idempotency-Key",
+        json!({
+        "type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "minLength": 1, "maxLength": 255 }),
+    );
     param(doc, super::CHANGES_PATH, "cursor", param_cursor());
-    param(doc, super::CHANGES_PATH, "limit", json!({
+    param(
+        doc,
+        super::CHANGES_PATH,
+        "limit",
+        json!({
         "type": "integer", "minimum": 1, "maximum": u32::MAX,
-        "description": format!("Page size: default {PULL_LIMIT_DEFAULT}. Above {PULL_LIMIT_MAX} the page holds at most {PULL_LIMIT_MAX}.") }));
+        "description": format!("Page size: default {PULL_LIMIT_DEFAULT}. Above {PULL_LIMIT_MAX} the page holds at most {PULL_LIMIT_MAX}.") }),
+    );
     param(doc, super::EVENTS_PATH, "cursor", param_cursor());
     param(doc, super::EVENTS_PATH, "Last-Event-ID", param_cursor());
     // Each event of the stream (OpenAPI 3.2's `itemSchema`, which 3.1 tools read as an extension).
-    let events = format!("/paths/{}/get/responses/200/content/text~1event-stream", super::EVENTS_PATH.replace('/', "~1"));
+    let events =
+        format!("/paths/{}/get/responses/200/content/text~1event-stream", super::EVENTS_PATH.replace('/', "~1"));
     set(
         doc,
         &events,
