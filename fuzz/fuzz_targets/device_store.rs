@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(store) = SqliteStore::open(&path) else { return };
     let _ = store.device_state();
     let _ = store.summary();
-    let _ = store.next_ops(10);
+    let _ = store.next_ops(10, &["notes".to_owned()]);
     let _ = store.list("notes");
     let _ = store.conflicts(true);
 });
