@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh --dev all 8        the test command's run: an unoptimised build, which takes
 #                                      half the time to build and runs each target for 8 s
 # Seeds come from fuzz/corpus/TARGET (checked in); what the run adds goes to
-# target/fuzz-corpus/TARGET, and a crash, panic or hang (over 10 s on one input) to
+# target/fuzz-corpus/TARGET, and a crash, panic or hang (one input over 10 s; 60 s with --dev) to
 # target/fuzz-artifacts/TARGET, with a non-zero exit. A line per target says what ran:
 # executions, coverage (edges) and features.
 set -euo pipefail
@@ -32,6 +32,10 @@ fi
 # Without AddressSanitizer: the code under test is safe Rust and SQLite's C, and ASan would
 # double the build of wasmtime on two cores. libFuzzer still finds panics, aborts, hangs and
 # runaway memory.
+# One input taking longer than this is a hang. The unoptimised build is slower by far, and the
+# test command's run may share the machine, so it gets more.
+TIMEOUT=10
+[ ${#PROFILE[@]} -eq 0 ] || TIMEOUT=60
 FLAGS=(--sanitizer none --target-dir "$PWD/target/fuzz" "${PROFILE[@]}")
 (cd fuzz && cargo fuzz build "${FLAGS[@]}" >&2)
 
@@ -47,15 +51,16 @@ for t in $TARGETS; do
   artifacts=target/fuzz-artifacts/$t
   mkdir -p "$corpus" "$artifacts"
   seeds=("$PWD/fuzz/corpus/$t")
-  # The example plugins built by scripts/build-plugins.sh are seeds too, when present.
-  if [ "$t" = wasm_plugin ] && compgen -G 'target/guests/wasm32-unknown-unknown/release/*.wasm' >/dev/null; then
+  # The example plugins built by scripts/build-plugins.sh are seeds too, when present, except
+  # in the unoptimised run: there compiling each takes seconds, more on a busy machine.
+  if [ "$t" = wasm_plugin ] && [ ${#PROFILE[@]} -eq 0 ] && compgen -G 'target/guests/wasm32-unknown-unknown/release/*.wasm' >/dev/null; then
     mkdir -p target/fuzz-seeds/wasm_plugin
     cp target/guests/wasm32-unknown-unknown/release/*.wasm target/fuzz-seeds/wasm_plugin/
     seeds+=("$PWD/target/fuzz-seeds/wasm_plugin")
   fi
   log=target/fuzz-artifacts/$t.log
   if (cd fuzz && cargo fuzz run "${FLAGS[@]}" "$t" "$PWD/../$corpus" "${seeds[@]}" -- \
-      -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=262144 \
+      -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb=2048 -max_len=262144 \
       -artifact_prefix="$PWD/../$artifacts/" -print_final_stats=1) > "$log" 2>&1; then
     stats=$(grep -E '#[0-9]+\s+DONE' "$log" | tail -n 1 | sed -E 's/.*DONE +//')
     runs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')

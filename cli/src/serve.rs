@@ -77,10 +77,11 @@ pub(crate) struct ServeArgs {
     /// HTTP: how long a request's body may take to arrive; then 400 invalid_request.
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     body_timeout: Duration,
-    /// HTTP: a connection with no byte sent or received for this long is closed.
+    /// HTTP and gRPC: a connection with no byte sent or received for this long is closed (HTTP/2
+    /// pings every 15 s keep a quiet gRPC stream busy).
     #[arg(long, default_value = "60s", value_parser = positive_duration)]
     idle_timeout: Duration,
-    /// HTTP: connections open at once; more wait in the kernel's accept queue.
+    /// HTTP and gRPC, each: connections open at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Pushes running at once, all tenants together; past it a push is 503 `unavailable` with
@@ -346,7 +347,12 @@ pub(crate) async fn start(
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
             let routes = converge_grpc::server::routes(service, auth, converge_grpc::ServerConfig { limits }).await?;
-            let task = tokio::spawn(converge_grpc::server::serve(listener, routes, stopped_signal(stopped)));
+            let limits = converge_grpc::server::ConnLimits {
+                idle_timeout: bounds.conn.idle_timeout,
+                max_connections: bounds.conn.max_connections,
+            };
+            let task =
+                tokio::spawn(converge_grpc::server::serve_with(listener, routes, stopped_signal(stopped), limits));
             (Some(grpc_addr), Some(task))
         }
         None => (None, None),

@@ -1,7 +1,7 @@
 //! Slow and idle clients against a real `converge serve`: 3,000 connections that never finish
 //! their headers do not hold up a normal request and are closed within the header timeout; a
 //! body that never arrives is refused; an idle connection is closed; the connection limit holds
-//! new connections in the accept queue until one frees.
+//! new connections in the accept queue until one frees; silent gRPC connections are closed too.
 
 use std::time::{Duration, Instant};
 
@@ -104,4 +104,38 @@ async fn past_the_connection_limit_a_request_waits_for_a_free_connection() {
     eprintln!("the 21st connection was served after {waited:?}");
     assert!(waited >= Duration::from_millis(1000), "it waited for the header timeout to free a slot: {waited:?}");
     drop(hold);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_grpc_connections_neither_block_a_call_nor_stay_open() {
+    let srv = ServerProcess::start_with(bin(), &["--idle-timeout", "3s"]).unwrap();
+    let grpc = format!("127.0.0.1:{}", srv.grpc_port);
+    let started = Instant::now();
+    // Half of them send the start of the HTTP/2 preface, half nothing at all.
+    let mut open = Vec::with_capacity(HALF_OPEN);
+    for i in 0..HALF_OPEN {
+        let mut s = TcpStream::connect(&grpc).await.expect("connect");
+        if i % 2 == 0 {
+            s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        open.push(s);
+    }
+    let token = srv.token("t1", "u1").unwrap();
+    let api =
+        converge_connect::connect(&format!("grpc://{grpc}"), std::sync::Arc::new(converge_core::StaticToken(token)))
+            .unwrap();
+    let call = Instant::now();
+    let page = api.pull(converge_core::PullRequest::default()).await.expect("a normal call is served");
+    let took = call.elapsed();
+    assert_eq!(page.cursor, "c0");
+    assert!(took < Duration::from_secs(2), "a call took {took:?} beside {HALF_OPEN} silent connections");
+    // Every silent connection is closed within the idle timeout (and some slack for a busy box).
+    let closed: Vec<_> = open.into_iter().map(|s| tokio::spawn(closed_after(s, started))).collect();
+    let mut latest = Duration::ZERO;
+    for c in closed {
+        let after = tokio::time::timeout(Duration::from_secs(30), c).await.expect("closed within 30 s").unwrap();
+        latest = latest.max(after);
+    }
+    assert!(latest >= Duration::from_secs(3), "closed before the idle timeout: {latest:?}");
+    eprintln!("grpc: a call took {took:?} beside {HALF_OPEN} silent connections; all closed by {latest:?}");
 }

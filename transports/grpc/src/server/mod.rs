@@ -6,8 +6,11 @@
 //! into core's wire types and back, and maps errors to statuses (`status.rs`). Everything else
 //! is the service's.
 
+mod conn;
 mod convert;
 mod limit;
+
+pub use conn::ConnLimits;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use converge_core::wire::{Limits, PullRequest, PushRequest, validate_idempotency_key};
 use converge_core::{ApiError, Authenticator, Code, Scope, Tenancy};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::Routes;
@@ -202,24 +205,31 @@ pub async fn routes(tenancy: Arc<dyn Tenancy>, auth: Arc<dyn Authenticator>, con
         .add_service(reflection_v1alpha))
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes, then lets running calls finish.
+/// Serves `routes` on `listener` with the default [`ConnLimits`] until `shutdown` completes,
+/// then lets running calls finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(listener, routes, shutdown, ConnLimits::default()).await
+}
+
+/// Serves `routes` on `listener`, holding at most `limits.max_connections` connections and
+/// closing idle ones, until `shutdown` completes, then lets running calls finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnLimits,
+) -> Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving gRPC");
+        tracing::info!(%addr, ?limits, "serving gRPC");
     }
-    // Small answers go out at once, not after the peer's delayed ACK (40 ms a round trip). The
-    // builder's own TCP settings do not apply to a listener given to it, so each connection
-    // gets it here.
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(stream)
-    });
-    tonic::transport::Server::builder()
+    // Each connection gets TCP_NODELAY where it is accepted (the builder's own TCP settings do
+    // not apply to connections handed to it).
+    let (incoming, accepting) = conn::incoming(listener, limits);
+    let served = tonic::transport::Server::builder()
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(KEEPALIVE))
@@ -227,5 +237,7 @@ pub async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(|e| Error::Serve(e.into()))
+        .map_err(|e| Error::Serve(e.into()));
+    accepting.abort();
+    served
 }
