@@ -127,8 +127,27 @@ fn tonic_is_only_in_the_grpc_transport_and_what_composes_transports() {
     let tree = normal_tree(&meta, "converge-grpc");
     assert!(tree.contains("tonic"), "the walk must find tonic under converge-grpc");
     assert!(!tree.contains("protoc-bin-vendored"), "no protoc at build time");
-    let ours: Vec<&String> = tree.iter().filter(|p| p.starts_with("converge-") && *p != "converge-grpc").collect();
-    assert_eq!(ours, ["converge-core"], "converge-grpc depends only on converge-core");
+    let ours: Vec<&String> = tree
+        .iter()
+        .filter(|p| p.starts_with("converge-") && *p != "converge-grpc" && *p != "converge-net-support")
+        .collect();
+    assert_eq!(ours, ["converge-core"], "converge-grpc depends only on converge-core (and the net support crate)");
+}
+
+#[test]
+fn the_net_support_crate_depends_on_no_converge_crate_and_only_the_server_transports_use_it() {
+    let meta = metadata();
+    let tree = normal_tree(&meta, "converge-net-support");
+    assert!(tree.contains("tokio"), "the walk must see the support crate's real dependencies: {tree:?}");
+    let converge: Vec<&String> =
+        tree.iter().filter(|n| n.starts_with("converge-") && *n != "converge-net-support").collect();
+    assert!(converge.is_empty(), "converge-net-support depends on {converge:?}");
+    for user in ["converge-http", "converge-grpc"] {
+        assert!(normal_tree(&meta, user).contains("converge-net-support"), "{user} no longer uses it");
+    }
+    for other in ["converge-core", "converge-server", "converge-sqlite", "converge-wasm"] {
+        assert!(!normal_tree(&meta, other).contains("converge-net-support"), "{other} pulls in the net plumbing");
+    }
 }
 
 #[test]
