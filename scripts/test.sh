@@ -16,6 +16,17 @@ need cargo --version
 need cargo fmt --version
 need cargo clippy --version
 
+# The target directory's size and the disk's free space after each stage: a disk that fills up
+# shows as a linker killed by SIGBUS, which says nothing of the cause on its own.
+disk() {
+  echo "   disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), $(df -h --output=avail . | tail -n 1 | tr -d ' ') free"
+}
+free_gb=$(df --output=avail -BG . | tail -n 1 | tr -dc 0-9)
+if [ "${free_gb:-0}" -lt 15 ]; then
+  echo "warning: only ${free_gb} GB free here; a clean build of the tests and fuzz targets takes about 12 GB" >&2
+fi
+disk
+
 # SQLCipher (encryption at rest) builds against the system's libcrypto headers.
 if [ ! -f /usr/include/openssl/crypto.h ]; then
   echo "== installing libssl-dev (OpenSSL headers for SQLCipher)"
@@ -33,12 +44,15 @@ cargo fmt --all --manifest-path plugins/guests/Cargo.toml -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+disk
 
 echo "== scripts/build-plugins.sh (the WASM plugins converge-wasm's tests load)"
 ./scripts/build-plugins.sh
+disk
 
 echo "== scripts/fuzz.sh --dev all 8 (every fuzz target for 8 s: libFuzzer through cargo-fuzz)"
 ./scripts/fuzz.sh --dev all 8
+disk
 
 echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
 ./scripts/python-env.sh
@@ -48,6 +62,10 @@ eval "$(./scripts/pg-env.sh)"
 
 echo "== cargo build -p converge-uniffi-bindgen (the FFI tests generate bindings with it)"
 cargo build --locked -p converge-uniffi-bindgen
+disk
 
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+disk
+exit $status
