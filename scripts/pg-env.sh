@@ -4,9 +4,11 @@
 # second cluster, `converge_restart` (port 5433), that the restart test stops and starts. Installs
 # PostgreSQL with apt-get when it is missing. Usage: eval "$(scripts/pg-env.sh)".
 set -euo pipefail
-# Only the exports go to stdout (fd 3): everything the tools print (pg_ctlcluster says
-# "Removed stale pid file." after an unclean stop) goes to stderr, so `eval` never runs it.
-exec 3>&1 1>&2
+# Only the exports go to stdout: everything the tools print (pg_ctlcluster says "Removed stale pid
+# file." after an unclean stop) goes to stderr, so `eval` never runs it. No copy of stdout is kept
+# in another descriptor: the server pg_ctlcluster starts would inherit it, and `$(…)` would wait
+# for the server to exit.
+main() {
 
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -n -u postgres "$@"; fi
@@ -47,7 +49,9 @@ SQL
 }
 cluster main 5432
 cluster converge_restart 5433
+}
 
-echo >&3 "export CONVERGE_TEST_PG='postgres://converge:converge@127.0.0.1:5432/converge_test'"
-echo >&3 "export CONVERGE_TEST_PG_RESTART='postgres://converge:converge@127.0.0.1:5433/converge_test'"
-echo >&3 "export CONVERGE_TEST_PG_RESTART_CLUSTER='$VERSION converge_restart'"
+main >&2
+echo "export CONVERGE_TEST_PG='postgres://converge:converge@127.0.0.1:5432/converge_test'"
+echo "export CONVERGE_TEST_PG_RESTART='postgres://converge:converge@127.0.0.1:5433/converge_test'"
+echo "export CONVERGE_TEST_PG_RESTART_CLUSTER='$VERSION converge_restart'"

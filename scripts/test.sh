@@ -58,7 +58,9 @@ echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language 
 ./scripts/python-env.sh
 
 echo "== scripts/pg-env.sh (PostgreSQL for the server store's tests: started, with a fresh test database)"
-eval "$(./scripts/pg-env.sh)"
+# Assigned first, so a failure of pg-env.sh stops the run (`eval "$(…)"` alone would hide it).
+pg_env=$(./scripts/pg-env.sh)
+eval "$pg_env"
 
 echo "== cargo build -p converge-uniffi-bindgen (the FFI tests generate bindings with it)"
 cargo build --locked -p converge-uniffi-bindgen
