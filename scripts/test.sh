@@ -16,10 +16,10 @@ need cargo --version
 need cargo fmt --version
 need cargo clippy --version
 
-# The target directory's size and the disk's free space after each stage: a disk that fills up
-# shows as a linker killed by SIGBUS, which says nothing of the cause on its own.
+# The time so far, the target directory's size and the disk's free space after each stage: a disk
+# that fills up shows as a linker killed by SIGBUS, which says nothing of the cause on its own.
 disk() {
-  echo "   disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), $(df -h --output=avail . | tail -n 1 | tr -d ' ') free"
+  echo "   at ${SECONDS} s; disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), $(df -h --output=avail . | tail -n 1 | tr -d ' ') free"
 }
 free_gb=$(df --output=avail -BG . | tail -n 1 | tr -dc 0-9)
 if [ "${free_gb:-0}" -lt 15 ]; then
