@@ -26,7 +26,8 @@ export PATH="$PWD/$TOOLS/bin:$PATH"
 
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS" >&2
-  cargo install --locked --quiet --root "$TOOLS" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  # Unoptimised: it only drives cargo and libFuzzer, and builds in 18 s instead of 30 s here.
+  cargo install --locked --quiet --debug --root "$TOOLS" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
 # Without AddressSanitizer: the code under test is safe Rust and SQLite's C, and ASan would
