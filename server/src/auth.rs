@@ -133,6 +133,11 @@ impl JwtAuth {
                 _ => unauthorized(),
             })?;
         let claims = data.claims;
+        // RFC 7519 §4.1.4: the token is valid only before `exp`. jsonwebtoken accepts the second of
+        // `exp` itself, so a token minted with a TTL of 0 s would work until the clock ticks.
+        if claims.exp <= unix_now() {
+            return Err(ApiError::new(Code::TokenExpired, "the token has expired"));
+        }
         if check_name("tenant", &claims.tenant).is_err() || check_name("user", &claims.sub).is_err() {
             return Err(unauthorized());
         }
@@ -192,6 +197,13 @@ mod tests {
         let claims =
             Claims { sub: "alice".into(), tenant: "acme".into(), exp: unix_now() - 2, scope: None, entities: None };
         let token = auth.sign(&claims).unwrap();
+        assert_eq!(code(&auth, &token), Code::TokenExpired);
+    }
+
+    #[test]
+    fn a_token_is_expired_from_the_second_of_its_exp() {
+        let auth = JwtAuth::new(b"secret");
+        let token = auth.issue("acme", "alice", Duration::ZERO).unwrap();
         assert_eq!(code(&auth, &token), Code::TokenExpired);
     }
 
