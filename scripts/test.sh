@@ -52,6 +52,9 @@ disk
 
 echo "== scripts/fuzz.sh --dev all 8 (every fuzz target for 8 s: libFuzzer through cargo-fuzz)"
 ./scripts/fuzz.sh --dev all 8
+# A one-off run (CI sets CONVERGE_LEAN=1) drops the fuzz build once it has run: the tests never
+# read it, and the test build can use the disk it frees.
+if [ "${CONVERGE_LEAN:-}" = 1 ]; then rm -rf target/fuzz; fi
 disk
 
 echo "== scripts/python-env.sh (the stock Python gRPC client the cross-language test runs)"
