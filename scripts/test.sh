@@ -22,8 +22,8 @@ disk() {
   echo "   at ${SECONDS} s; disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), $(df -h --output=avail . | tail -n 1 | tr -d ' ') free"
 }
 free_gb=$(df --output=avail -BG . | tail -n 1 | tr -dc 0-9)
-if [ "${free_gb:-0}" -lt 15 ]; then
-  echo "warning: only ${free_gb} GB free here; a clean build of the tests and fuzz targets takes about 12 GB" >&2
+if [ "${free_gb:-0}" -lt 8 ]; then
+  echo "warning: only ${free_gb} GB free here; a clean run takes about 5 GB under target/" >&2
 fi
 disk
 
